@@ -1,0 +1,130 @@
+"""Dictionary transforms that turn a datalist entry into the multi-task sample format.
+
+Sample format (after :class:`PrepareTargetsd`), the contract between data, losses and metrics:
+
+- ``image``: (1, W, H) float image (MONAI's reader layout: array axis 0 is the image x axis);
+- ``cls`` (C,) float 0/1 and ``cls_known`` (C,) bool; ``has_cls``: whether the entry grades findings;
+- ``boxes`` (N, 4) float xyxy in pixels and ``box_labels`` (N,) int64; ``has_det``: whether boxes are annotated
+  (an annotated image without boxes is a negative);
+- ``mask`` (1, W, H) float 0/1; ``has_seg``: whether a mask is annotated.
+
+A label kind an entry does not carry gets zeros and a False presence flag, so datasets with different labels
+can share a batch and each loss uses only the samples that carry its labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from .labels import UNKNOWN_LABEL
+
+
+class LabelError(ValueError):
+    """A label in a datalist entry is malformed; the message names the image and the field."""
+
+
+def _entry_name(data: Mapping[Hashable, Any]) -> str:
+    image = data.get("image")
+    meta = getattr(image, "meta", None)
+    return str(meta.get("filename_or_obj")) if meta else str(image)
+
+
+class PrepareTargetsd(MapTransform):
+    """Validate an entry's labels and write the multi-task targets and presence flags.
+
+    Args:
+        num_classes: length of the ``cls`` vector.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(keys=["image"])
+        self.num_classes = num_classes
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        name = _entry_name(d)
+        image = d["image"]
+        spatial = tuple(int(s) for s in image.shape[1:])
+        d["has_cls"], d["cls"], d["cls_known"] = self._classes(d.get("cls"), name)
+        d["has_det"], d["boxes"], d["box_labels"] = self._boxes(d.get("boxes"), d.get("box_labels"), spatial, name)
+        d["has_seg"], d["mask"] = self._mask(d.get("mask"), spatial, name)
+        return d
+
+    def _classes(self, raw: Any, name: str) -> tuple[bool, torch.Tensor, torch.Tensor]:
+        if raw is None:
+            return False, torch.zeros(self.num_classes), torch.zeros(self.num_classes, dtype=torch.bool)
+        values = np.asarray(raw, dtype=np.float64)
+        if values.shape != (self.num_classes,):
+            raise LabelError(f"{name}: 'cls' must have {self.num_classes} values, got shape {values.shape}")
+        if np.isnan(values).any():
+            raise LabelError(f"{name}: 'cls' has NaN at positions {np.flatnonzero(np.isnan(values)).tolist()}")
+        bad = ~np.isin(values, (0, 1, UNKNOWN_LABEL))
+        if bad.any():
+            raise LabelError(f"{name}: 'cls' values must be 0, 1 or {UNKNOWN_LABEL}, got {values[bad].tolist()}")
+        known = values != UNKNOWN_LABEL
+        return True, torch.as_tensor(np.where(known, values, 0.0), dtype=torch.float32), torch.as_tensor(known)
+
+    @staticmethod
+    def _boxes(raw: Any, labels: Any, spatial: tuple[int, ...], name: str) -> tuple[bool, torch.Tensor, torch.Tensor]:
+        if raw is None:
+            return False, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)
+        boxes = np.asarray(raw, dtype=np.float64).reshape(-1, 4) if len(raw) else np.zeros((0, 4))
+        labels = np.zeros(len(boxes), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        if labels.shape != (len(boxes),):
+            raise LabelError(f"{name}: {len(boxes)} boxes but {labels.size} box_labels")
+        if not np.isfinite(boxes).all():
+            raise LabelError(f"{name}: 'boxes' has NaN or infinite coordinates")
+        for i, (x1, y1, x2, y2) in enumerate(boxes):
+            if not (0 <= x1 < x2 <= spatial[0] and 0 <= y1 < y2 <= spatial[1]):
+                raise LabelError(
+                    f"{name}: box {i} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is empty or outside the {spatial[0]}x{spatial[1]} image"
+                )
+        return True, torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(labels)
+
+    @staticmethod
+    def _mask(raw: Any, spatial: tuple[int, ...], name: str) -> tuple[bool, torch.Tensor]:
+        if raw is None:
+            return False, torch.zeros((1, *spatial))
+        mask = torch.as_tensor(raw)
+        if mask.ndim == 3 and mask.shape[0] > 1:
+            mask = mask[:1]
+        if tuple(mask.shape[-2:]) != spatial:
+            raise LabelError(f"{name}: mask size {tuple(mask.shape[-2:])} differs from image size {spatial}")
+        return True, (mask.reshape(1, *spatial) > 0).float()
+
+
+class ResizeTargetsd(MapTransform):
+    """Resize ``image`` (area/bilinear) and ``mask`` (nearest) to ``spatial_size`` and scale ``boxes`` to match."""
+
+    def __init__(self, spatial_size: Sequence[int]) -> None:
+        super().__init__(keys=["image", "mask", "boxes"])
+        self.spatial_size = check_spatial_size(spatial_size)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = d["image"]
+        old = tuple(int(s) for s in image.shape[1:])
+        if old == self.spatial_size:
+            return d
+        mode = "area" if all(o >= n for o, n in zip(old, self.spatial_size)) else "bilinear"
+        kwargs = {} if mode == "area" else {"align_corners": False}
+        d["image"] = F.interpolate(torch.as_tensor(image)[None].float(), self.spatial_size, mode=mode, **kwargs)[0]
+        d["mask"] = F.interpolate(d["mask"][None], self.spatial_size, mode="nearest")[0]
+        scale = torch.tensor([n / o for n, o in zip(self.spatial_size, old)] * 2, dtype=torch.float32)
+        d["boxes"] = d["boxes"] * scale
+        return d
+
+
+def check_spatial_size(spatial_size: Sequence[int], multiple: int = 32) -> tuple[int, ...]:
+    """Return ``spatial_size`` as ints if every side is a positive multiple of ``multiple``."""
+    size = tuple(int(s) for s in spatial_size)
+    if not size or any(s <= 0 or s % multiple for s in size):
+        raise ValueError(f"spatial size must be positive multiples of {multiple}, got {spatial_size}")
+    return size

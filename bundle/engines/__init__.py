@@ -1,0 +1,7 @@
+"""Ignite engines for multi-task training, evaluation and inference."""
+
+from .batch import batch_to_device, loss_terms
+from .evaluator import LABEL_KEYS, MultiTaskEvaluator
+from .trainer import MultiTaskTrainer
+
+__all__ = ["LABEL_KEYS", "MultiTaskEvaluator", "MultiTaskTrainer", "batch_to_device", "loss_terms"]

@@ -1,0 +1,55 @@
+"""MultiTaskEvaluator: all heads in one encoder pass, turned into probabilities, masks and boxes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.engines import SupervisedEvaluator
+from monai.engines.utils import IterationEvents
+
+from bundle.detection import CheXDetector
+
+from .batch import batch_to_device
+
+#: Batch keys copied into the output so metrics can compare predictions with labels.
+LABEL_KEYS: tuple[str, ...] = ("cls", "cls_known", "has_cls", "mask", "has_seg", "boxes", "box_labels", "has_det")
+
+
+class MultiTaskEvaluator(SupervisedEvaluator):
+    """SupervisedEvaluator over multi-task batches.
+
+    The iteration output holds ``image``, ``cls_prob`` (B, C), ``seg_prob`` (B, 1, W, H), ``det`` (per image
+    ``boxes``/``scores``/``labels``), ``det_gate_prob`` and ``seg_gate_prob`` (B,), ``patient_id`` and, when
+    the batch has them, the labels of :data:`LABEL_KEYS`.
+
+    Args:
+        detector: turns CheXDet's outputs into scored boxes.
+        args, kwargs: as :class:`monai.engines.SupervisedEvaluator` (``decollate`` is forced off).
+    """
+
+    def __init__(self, *args: Any, detector: CheXDetector, **kwargs: Any) -> None:
+        kwargs["decollate"] = False
+        super().__init__(*args, **kwargs)
+        self.detector = detector
+
+    def _iteration(self, engine: MultiTaskEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
+        batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
+        image = batch["image"]
+        with engine.mode(engine.network), torch.no_grad():
+            with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
+                pred = engine.network(image)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        output: dict[str, Any] = {key: batch[key] for key in LABEL_KEYS if key in batch}
+        output.update(
+            image=image,
+            patient_id=batch.get("patient_id"),
+            cls_prob=torch.sigmoid(pred["cls"].float()),
+            seg_prob=torch.sigmoid(pred["seg"].float()),
+            det=engine.detector.predict(pred["det_cls"].float(), pred["det_box"].float(), image.shape[2:]),
+            det_gate_prob=torch.sigmoid(pred["det_gate"].float())[:, 0],
+            seg_gate_prob=torch.sigmoid(pred["seg_gate"].float())[:, 0],
+        )
+        engine.state.output = output
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return output

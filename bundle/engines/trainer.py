@@ -1,0 +1,51 @@
+"""MultiTaskTrainer: one encoder pass, the requested heads, and the multi-task loss per iteration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+
+from .batch import batch_to_device
+
+
+class MultiTaskTrainer(SupervisedTrainer):
+    """SupervisedTrainer over multi-task batches (see :mod:`bundle.data.transforms`).
+
+    ``loss_function(pred, batch)`` returns a dict of loss terms with the total under ``loss``; the
+    iteration output is that dict, detached. ``tasks`` names the heads to run (None: all) and may be
+    changed between epochs by phase handlers.
+
+    Args:
+        tasks: heads computed each iteration.
+        args, kwargs: as :class:`monai.engines.SupervisedTrainer` (``decollate`` is forced off).
+    """
+
+    def __init__(self, *args: Any, tasks: list[str] | None = None, **kwargs: Any) -> None:
+        kwargs["decollate"] = False
+        super().__init__(*args, **kwargs)
+        self.tasks = tasks
+
+    def _iteration(self, engine: MultiTaskTrainer, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
+        batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
+            pred = engine.network(batch["image"], engine.tasks)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            terms = engine.loss_function(pred, batch)
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        if engine.amp and engine.scaler is not None:
+            engine.scaler.scale(terms["loss"]).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            terms["loss"].backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        engine.state.output = {k: v.detach() for k, v in terms.items()}
+        return engine.state.output

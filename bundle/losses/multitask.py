@@ -1,0 +1,100 @@
+"""MultiTaskLoss: per-head losses over the samples that carry each label kind (partial labels)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+from torch import Tensor, nn
+
+from bundle.detection import CheXDetector
+
+#: Loss terms and their default weights.
+DEFAULT_WEIGHTS: dict[str, float] = {"cls": 1.0, "seg": 1.0, "det": 1.0, "det_gate": 0.5, "seg_gate": 0.5}
+_WEIGHT_OF: dict[str, str] = {"det_cls": "det", "det_box": "det"}
+
+
+def _zero(reference: Tensor) -> Tensor:
+    """A zero that stays connected to ``reference``'s graph (keeps every parameter in DDP's reduction)."""
+    return reference.sum() * 0.0
+
+
+class MultiTaskLoss(nn.Module):
+    """Sum of weighted head losses; each head sees only the samples flagged as carrying its labels.
+
+    - ``cls``: BCE with logits over known findings only (``cls_known``);
+    - ``seg``: Dice (over the batch) + BCE on mask logits;
+    - ``det``: the detector's focal classification + box regression losses;
+    - ``det_gate``/``seg_gate``: BCE of the positive-case classifiers against "has a box" / "has a mask pixel".
+
+    Returns a dict of every term (unweighted) and ``loss`` (the weighted sum).
+
+    Args:
+        detector: computes the detection losses from CheXDet's outputs.
+        weights: weight of each term (``det`` weighs both detection terms); missing terms weigh 0.
+    """
+
+    def __init__(self, detector: CheXDetector, weights: Mapping[str, float] | None = None) -> None:
+        super().__init__()
+        self.detector = detector
+        self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+        unknown = set(self.weights) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+        self.dice = DiceLoss(sigmoid=True, batch=True)
+
+    def forward(self, pred: Mapping[str, Tensor], batch: Mapping[str, object]) -> dict[str, Tensor]:
+        terms: dict[str, Tensor] = {}
+        if "cls" in pred:
+            terms["cls"] = self._cls(pred["cls"], batch)
+        if "seg" in pred:
+            terms["seg"] = self._seg(pred["seg"], batch)
+        if "det_cls" in pred:
+            terms.update(self._det(pred["det_cls"], pred["det_box"], batch))
+        for gate, target in (("det_gate", self._has_boxes(batch)), ("seg_gate", self._has_mask(batch))):
+            if gate in pred:
+                flag = batch["has_det" if gate == "det_gate" else "has_seg"]
+                terms[gate] = self._masked_bce(pred[gate][:, 0], target, flag)
+        terms["loss"] = sum(
+            (self.weights.get(_WEIGHT_OF.get(k, k), 0.0) * v for k, v in terms.items()),
+            torch.zeros((), device=batch["image"].device),
+        )
+        return terms
+
+    @staticmethod
+    def _masked_bce(logits: Tensor, target: Tensor, flag: Tensor) -> Tensor:
+        if not bool(flag.any()):
+            return _zero(logits)
+        return F.binary_cross_entropy_with_logits(logits[flag], target[flag].to(logits.dtype))
+
+    @staticmethod
+    def _has_boxes(batch: Mapping[str, object]) -> Tensor:
+        return torch.tensor([len(b) > 0 for b in batch["boxes"]], device=batch["has_det"].device)
+
+    @staticmethod
+    def _has_mask(batch: Mapping[str, object]) -> Tensor:
+        return batch["mask"].flatten(1).amax(1) > 0
+
+    def _cls(self, logits: Tensor, batch: Mapping[str, object]) -> Tensor:
+        known = batch["cls_known"] & batch["has_cls"][:, None]
+        if not bool(known.any()):
+            return _zero(logits)
+        bce = F.binary_cross_entropy_with_logits(logits, batch["cls"].to(logits.dtype), reduction="none")
+        return (bce * known).sum() / known.sum()
+
+    def _seg(self, logits: Tensor, batch: Mapping[str, object]) -> Tensor:
+        flag = batch["has_seg"]
+        if not bool(flag.any()):
+            return _zero(logits)
+        logits, mask = logits[flag], batch["mask"][flag].to(logits.dtype)
+        return self.dice(logits, mask) + F.binary_cross_entropy_with_logits(logits, mask)
+
+    def _det(self, det_cls: Tensor, det_box: Tensor, batch: Mapping[str, object]) -> dict[str, Tensor]:
+        flag = batch["has_det"]
+        if not bool(flag.any()):
+            return {"det_cls": _zero(det_cls), "det_box": _zero(det_box)}
+        index = torch.nonzero(flag).flatten().tolist()
+        targets = [{"boxes": batch["boxes"][i], "labels": batch["box_labels"][i]} for i in index]
+        return self.detector.loss(det_cls[flag], det_box[flag], targets, batch["image"].shape[2:])

@@ -1,0 +1,82 @@
+"""MultiCheXNet (Ibrahim et al., arXiv:2008.01973): one CheXEnc pass feeding every requested head."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from .det_head import CheXDet
+from .encoder import CheXEnc
+from .heads import CheXCls, CheXSeg
+
+#: Output keys: classification logits, mask logits, box logits and regressions, positive-case gate logits.
+TASKS: tuple[str, ...] = ("cls", "seg", "det", "det_gate", "seg_gate")
+
+
+class MultiCheXNet(nn.Module):
+    """Shared encoder with classification (CheXCls), segmentation (CheXSeg), detection (CheXDet) heads and
+    two positive-case classifiers that gate the detection and segmentation heads.
+
+    ``forward(image, tasks)`` runs the encoder once and the requested heads (all when ``tasks`` is None) and
+    returns a dict: ``cls`` (B, num_classes) logits, ``seg`` (B, 1, H, W) logits, ``det_cls`` (B, A_total,
+    num_det_classes) and ``det_box`` (B, A_total, 4) anchor outputs, ``det_gate``/``seg_gate`` (B, 1) logits.
+
+    Args:
+        backbone: CheXEnc backbone name.
+        in_channels: image channels.
+        num_classes: findings of CheXCls (14 for NIH ChestX-ray14).
+        num_det_classes: box classes of CheXDet.
+        num_anchors: anchors per location; must match the detector's anchor generator.
+        cls_hidden: width of the classifiers' ``feats`` layer.
+        seg_channels: CheXSeg decoder channels, coarse to fine.
+        det_levels: encoder levels feeding CheXDet's FPN.
+        fpn_channels: CheXDet's pyramid width.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "densenet121",
+        in_channels: int = 1,
+        num_classes: int = 14,
+        num_det_classes: int = 1,
+        num_anchors: int = 3,
+        cls_hidden: int = 256,
+        seg_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+        det_levels: tuple[int, ...] = (2, 3, 4),
+        fpn_channels: int = 64,
+    ) -> None:
+        super().__init__()
+        self.encoder = CheXEnc(backbone, in_channels)
+        channels = self.encoder.out_channels
+        self.cls_head = CheXCls(channels[-1], num_classes, cls_hidden)
+        self.seg_head = CheXSeg(channels, tuple(seg_channels), in_channels)
+        self.det_head = CheXDet(channels, num_anchors, num_det_classes, tuple(det_levels), fpn_channels)
+        self.det_gate = CheXCls(channels[-1], 1, cls_hidden)
+        self.seg_gate = CheXCls(channels[-1], 1, cls_hidden)
+
+    def forward(self, image: torch.Tensor, tasks: Optional[List[str]] = None) -> Dict[str, torch.Tensor]:
+        if image.dim() != 4 or image.shape[-1] % 32 != 0 or image.shape[-2] % 32 != 0:
+            raise ValueError(f"MultiCheXNet expects (B, C, H, W) with H and W multiples of 32, got {image.shape}")
+        return self.forward_heads(image, self.encoder(image), tasks)
+
+    def forward_heads(
+        self, image: torch.Tensor, features: List[torch.Tensor], tasks: Optional[List[str]] = None
+    ) -> Dict[str, torch.Tensor]:
+        """Run the requested heads on already computed encoder ``features`` (no encoder pass)."""
+        out: Dict[str, torch.Tensor] = {}
+        deepest = features[-1]
+        if tasks is None or "cls" in tasks:
+            out["cls"] = self.cls_head(deepest)
+        if tasks is None or "det_gate" in tasks:
+            out["det_gate"] = self.det_gate(deepest)
+        if tasks is None or "seg_gate" in tasks:
+            out["seg_gate"] = self.seg_gate(deepest)
+        if tasks is None or "seg" in tasks:
+            out["seg"] = self.seg_head(image, features)
+        if tasks is None or "det" in tasks:
+            det_cls, det_box = self.det_head(features)
+            out["det_cls"] = det_cls
+            out["det_box"] = det_box
+        return out

@@ -1,0 +1,101 @@
+"""The bundle's commands, run as users run them: train, evaluate, infer, export, verify metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bundle.networks import MultiCheXNet
+
+from .conftest import ROOT, SHARED
+
+TINY = ["--image_size", "[64,64]", "--batch_size", "8"]
+
+
+def _bundle(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_datalist: Path) -> dict[str, Path]:
+    """Train the tiny configuration for two epochs through ``configs/train.json``."""
+    work = tmp_path_factory.mktemp("run")
+    paths = {"datalist": tiny_datalist, "ckpt": work / "models", "eval": work / "eval", "pred": work / "pred"}
+    _bundle(
+        "run", "training", "--config_file", "configs/train.json", "--datalist_file", str(tiny_datalist),
+        "--ckpt_dir", str(paths["ckpt"]), "--output_dir", str(paths["eval"]), "--epochs", "2", "--val_interval", "1",
+        *TINY,
+    )
+    return paths
+
+
+def test_training_writes_checkpoint_and_events(trained: dict[str, Path]) -> None:
+    state = torch.load(trained["ckpt"] / "model.pt", map_location="cpu", weights_only=True)
+    net = MultiCheXNet(num_anchors=4)
+    net.load_state_dict(state)
+    assert any(p.name.startswith("events.out.tfevents") for p in trained["eval"].iterdir())
+
+
+def test_evaluate_prints_head_metrics(trained: dict[str, Path]) -> None:
+    result = _bundle(
+        "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']",
+        "--datalist_file", str(trained["datalist"]), "--ckpt_dir", str(trained["ckpt"]),
+        "--output_dir", str(trained["eval"]), *TINY,
+    )
+    for name in ("val_auroc", "val_dice", "val_map", "val_mean"):
+        assert f"'{name}'" in result.stdout
+    assert (trained["eval"] / "metrics.csv").is_file()
+
+
+def test_inference_writes_outputs(trained: dict[str, Path]) -> None:
+    images = trained["datalist"].parent / "images"
+    _bundle(
+        "run", "inference", "--config_file", "configs/inference.json", "--input_dir", str(images),
+        "--ckpt_dir", str(trained["ckpt"]), "--output_dir", str(trained["pred"]), *TINY,
+    )
+    records = sorted(trained["pred"].glob("*_pred.json"))
+    assert len(records) == 8
+    record = json.loads(records[0].read_text())
+    assert len(record["classes"]) == 14 and all(0 <= p <= 1 for p in record["classes"].values())
+    assert record["image_size"] == [64, 64]
+    for box in record["boxes"]:
+        assert 0 <= box["box"][0] <= box["box"][2] <= 64 and 0 <= box["score"] <= 1
+    assert (trained["pred"] / record["mask"]).is_file()
+
+
+def test_export_torchscript_matches_eager(trained: dict[str, Path], tmp_path: Path) -> None:
+    ts = tmp_path / "model.ts"
+    _bundle(
+        "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained["ckpt"] / "model.pt"),
+        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+    )
+    extra = {"metadata.json": "", "inference.json": ""}
+    scripted = torch.jit.load(str(ts), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["network_data_format"]["inputs"]["image"]["num_channels"] == 1
+    eager = MultiCheXNet(num_anchors=4).eval()
+    eager.load_state_dict(torch.load(trained["ckpt"] / "model.pt", map_location="cpu", weights_only=True))
+    image = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        expected, got = eager(image), scripted(image)
+    assert set(expected) == set(got)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key])
+
+
+def test_verify_metadata() -> None:
+    schema = SHARED / "schemas" / "meta_schema_20240725.json"
+    if not schema.is_file():
+        pytest.skip(f"MONAI metadata schema not found at {schema}")
+    result = _bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(schema))
+    assert "metadata is verified with no error" in result.stdout + result.stderr

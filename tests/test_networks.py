@@ -1,0 +1,80 @@
+"""MultiCheXNet: output shapes per backbone, single encoder pass, partial head selection, TorchScript parity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bundle.detection import CheXDetector
+from bundle.networks import BACKBONE_CHANNELS, CheXEnc, MultiCheXNet
+
+
+def _anchors_total(size: tuple[int, int], detector: CheXDetector) -> int:
+    return sum((size[0] // s) * (size[1] // s) for s in detector.strides) * detector.num_anchors
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONE_CHANNELS))
+def test_encoder_levels(backbone: str) -> None:
+    features = CheXEnc(backbone).eval()(torch.zeros(1, 1, 64, 96))
+    assert [f.shape[1] for f in features] == list(BACKBONE_CHANNELS[backbone])
+    assert [tuple(f.shape[2:]) for f in features] == [(64 // s, 96 // s) for s in (2, 4, 8, 16, 32)]
+
+
+@pytest.mark.parametrize("backbone", ["densenet121", "resnet18"])
+def test_output_shapes(backbone: str) -> None:
+    detector = CheXDetector()
+    net = MultiCheXNet(backbone=backbone, num_classes=5, num_anchors=detector.num_anchors).eval()
+    out = net(torch.rand(2, 1, 96, 64))
+    assert out["cls"].shape == (2, 5)
+    assert out["seg"].shape == (2, 1, 96, 64)
+    assert out["det_cls"].shape == (2, _anchors_total((96, 64), detector), 1)
+    assert out["det_box"].shape == (2, _anchors_total((96, 64), detector), 4)
+    assert out["det_gate"].shape == out["seg_gate"].shape == (2, 1)
+
+
+def test_rejects_size_not_multiple_of_32() -> None:
+    with pytest.raises(ValueError, match="multiples of 32"):
+        MultiCheXNet(backbone="resnet18")(torch.zeros(1, 1, 100, 64))
+
+
+def test_encoder_runs_once_for_all_heads() -> None:
+    net = MultiCheXNet(backbone="resnet18").eval()
+    calls: list[int] = []
+    net.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    out = net(torch.rand(3, 1, 64, 64))
+    assert set(out) == {"cls", "seg", "det_cls", "det_box", "det_gate", "seg_gate"}
+    assert calls == [3]
+
+
+def test_tasks_select_heads() -> None:
+    net = MultiCheXNet(backbone="resnet18").eval()
+    ran: list[str] = []
+    for name in ("cls_head", "seg_head", "det_head", "det_gate", "seg_gate"):
+        getattr(net, name).register_forward_hook(lambda module, args, out, name=name: ran.append(name))
+    out = net(torch.rand(1, 1, 64, 64), ["cls", "seg"])
+    assert set(out) == {"cls", "seg"}
+    assert sorted(ran) == ["cls_head", "seg_head"]
+
+
+def test_forward_heads_reuses_features() -> None:
+    net = MultiCheXNet(backbone="resnet18").eval()
+    image = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        full = net(image)
+        features = net.encoder(image)
+        again = net.forward_heads(image, features)
+    for key in full:
+        torch.testing.assert_close(full[key], again[key])
+
+
+def test_torchscript_matches_eager() -> None:
+    net = MultiCheXNet().eval()
+    scripted = torch.jit.script(net)
+    image = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        eager, script = net(image), scripted(image)
+        partial = scripted(image, ["cls"])
+    assert set(eager) == set(script)
+    for key in eager:
+        torch.testing.assert_close(eager[key], script[key])
+    assert set(partial) == {"cls"}
