@@ -32,7 +32,7 @@ class CheXSeg(nn.Module):
     def __init__(
         self,
         encoder_channels: tuple[int, ...],
-        decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+        decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8),
         in_channels: int = 1,
         out_channels: int = 1,
     ) -> None:

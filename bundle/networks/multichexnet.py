@@ -43,7 +43,7 @@ class MultiCheXNet(nn.Module):
         num_det_classes: int = 1,
         num_anchors: int = 3,
         cls_hidden: int = 256,
-        seg_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+        seg_channels: tuple[int, ...] = (128, 64, 32, 16, 8),
         det_levels: tuple[int, ...] = (2, 3, 4),
         fpn_channels: int = 64,
     ) -> None:
