@@ -11,6 +11,7 @@ from monai.engines.utils import IterationEvents
 from bundle.detection import CheXDetector
 
 from .batch import batch_to_device
+from .gating import gated_forward
 
 #: Batch keys copied into the output so metrics can compare predictions with labels.
 LABEL_KEYS: tuple[str, ...] = ("cls", "cls_known", "has_cls", "mask", "has_seg", "boxes", "box_labels", "has_det")
@@ -23,22 +24,35 @@ class MultiTaskEvaluator(SupervisedEvaluator):
     ``boxes``/``scores``/``labels``), ``det_gate_prob`` and ``seg_gate_prob`` (B,), ``patient_id`` and, when
     the batch has them, the labels of :data:`LABEL_KEYS`.
 
+    With ``gate_thresholds`` (``{"det_gate": p, "seg_gate": q}``) the detection / segmentation heads run only
+    on images whose gate probability reaches the threshold (:func:`gated_forward`), on the same encoder
+    features; the output then also holds ``det_gated_in`` and ``seg_gated_in``.
+
     Args:
         detector: turns CheXDet's outputs into scored boxes.
+        gate_thresholds: positive-case gate thresholds; None runs every head on every image.
         args, kwargs: as :class:`monai.engines.SupervisedEvaluator` (``decollate`` is forced off).
     """
 
-    def __init__(self, *args: Any, detector: CheXDetector, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, detector: CheXDetector, gate_thresholds: dict[str, float] | None = None, **kwargs: Any
+    ) -> None:
         kwargs["decollate"] = False
         super().__init__(*args, **kwargs)
         self.detector = detector
+        self.gate_thresholds = gate_thresholds
 
     def _iteration(self, engine: MultiTaskEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
         batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
         image = batch["image"]
         with engine.mode(engine.network), torch.no_grad():
             with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
-                pred = engine.network(image)
+                if engine.gate_thresholds is None:
+                    pred = engine.network(image)
+                else:
+                    pred = gated_forward(
+                        engine.network, image, engine.gate_thresholds["det_gate"], engine.gate_thresholds["seg_gate"]
+                    )
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         output: dict[str, Any] = {key: batch[key] for key in LABEL_KEYS if key in batch}
         output.update(
@@ -50,6 +64,9 @@ class MultiTaskEvaluator(SupervisedEvaluator):
             det_gate_prob=torch.sigmoid(pred["det_gate"].float())[:, 0],
             seg_gate_prob=torch.sigmoid(pred["seg_gate"].float())[:, 0],
         )
+        for key in ("det_gated_in", "seg_gated_in"):
+            if key in pred:
+                output[key] = pred[key]
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return output

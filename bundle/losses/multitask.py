@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 from bundle.detection import CheXDetector
 
+from .teacher_forcing import TeacherForcing
+
 #: Loss terms and their default weights.
 DEFAULT_WEIGHTS: dict[str, float] = {"cls": 1.0, "seg": 1.0, "det": 1.0, "det_gate": 0.5, "seg_gate": 0.5}
 _WEIGHT_OF: dict[str, str] = {"det_cls": "det", "det_box": "det"}
@@ -31,14 +33,25 @@ class MultiTaskLoss(nn.Module):
 
     Returns a dict of every term (unweighted) and ``loss`` (the weighted sum).
 
+    With ``teacher_forcing`` the segmentation and detection terms use, among the samples carrying their labels,
+    only those :class:`TeacherForcing` selects (ground-truth positives, or what the gate passes), so the
+    ``seg_gate`` / ``det_gate`` outputs must be computed alongside.
+
     Args:
         detector: computes the detection losses from CheXDet's outputs.
         weights: weight of each term (``det`` weighs both detection terms); missing terms weigh 0.
+        teacher_forcing: sample selection for the gated heads; None trains them on every labelled sample.
     """
 
-    def __init__(self, detector: CheXDetector, weights: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        detector: CheXDetector,
+        weights: Mapping[str, float] | None = None,
+        teacher_forcing: TeacherForcing | None = None,
+    ) -> None:
         super().__init__()
         self.detector = detector
+        self.teacher_forcing = teacher_forcing
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         unknown = set(self.weights) - set(DEFAULT_WEIGHTS)
         if unknown:
@@ -50,9 +63,10 @@ class MultiTaskLoss(nn.Module):
         if "cls" in pred:
             terms["cls"] = self._cls(pred["cls"], batch)
         if "seg" in pred:
-            terms["seg"] = self._seg(pred["seg"], batch)
+            terms["seg"] = self._seg(pred["seg"], batch, self._selected(pred, "seg_gate", self._has_mask(batch)))
         if "det_cls" in pred:
-            terms.update(self._det(pred["det_cls"], pred["det_box"], batch))
+            selected = self._selected(pred, "det_gate", self._has_boxes(batch))
+            terms.update(self._det(pred["det_cls"], pred["det_box"], batch, selected))
         for gate, target in (("det_gate", self._has_boxes(batch)), ("seg_gate", self._has_mask(batch))):
             if gate in pred:
                 flag = batch["has_det" if gate == "det_gate" else "has_seg"]
@@ -62,6 +76,13 @@ class MultiTaskLoss(nn.Module):
             torch.zeros((), device=batch["image"].device),
         )
         return terms
+
+    def _selected(self, pred: Mapping[str, Tensor], gate: str, truth_positive: Tensor) -> Tensor:
+        if self.teacher_forcing is None:
+            return torch.ones_like(truth_positive)
+        if gate not in pred:
+            raise ValueError(f"teacher forcing needs the '{gate}' output: add it to the trainer's tasks")
+        return self.teacher_forcing.select(pred[gate], truth_positive)
 
     @staticmethod
     def _masked_bce(logits: Tensor, target: Tensor, flag: Tensor) -> Tensor:
@@ -84,15 +105,17 @@ class MultiTaskLoss(nn.Module):
         bce = F.binary_cross_entropy_with_logits(logits, batch["cls"].to(logits.dtype), reduction="none")
         return (bce * known).sum() / known.sum()
 
-    def _seg(self, logits: Tensor, batch: Mapping[str, object]) -> Tensor:
-        flag = batch["has_seg"]
+    def _seg(self, logits: Tensor, batch: Mapping[str, object], selected: Tensor) -> Tensor:
+        flag = batch["has_seg"] & selected
         if not bool(flag.any()):
             return _zero(logits)
         logits, mask = logits[flag], batch["mask"][flag].to(logits.dtype)
         return self.dice(logits, mask) + F.binary_cross_entropy_with_logits(logits, mask)
 
-    def _det(self, det_cls: Tensor, det_box: Tensor, batch: Mapping[str, object]) -> dict[str, Tensor]:
-        flag = batch["has_det"]
+    def _det(
+        self, det_cls: Tensor, det_box: Tensor, batch: Mapping[str, object], selected: Tensor
+    ) -> dict[str, Tensor]:
+        flag = batch["has_det"] & selected
         if not bool(flag.any()):
             return {"det_cls": _zero(det_cls), "det_box": _zero(det_box)}
         index = torch.nonzero(flag).flatten().tolist()
