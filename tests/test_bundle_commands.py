@@ -56,6 +56,26 @@ def test_evaluate_prints_head_metrics(trained: dict[str, Path]) -> None:
     for name in ("val_auroc", "val_dice", "val_map", "val_mean"):
         assert f"'{name}'" in result.stdout
     assert (trained["eval"] / "metrics.csv").is_file()
+    report = json.loads((trained["eval"] / "metrics.json").read_text())
+    assert report["dataset"]["split"] == "testing" and report["dataset"]["images"] == 12
+    assert report["bootstrap"]["resamples"] == 1000 and report["thresholds"]["source"] == "default"
+    for name in ("cls/auroc_macro", "cls/f1_micro", "seg/dice_mean_gated", "det/rsna_map", "det/coco_map"):
+        assert set(report["metrics"][name]) == {"value", "low", "high"}
+    assert (trained["eval"] / "predictions.npz").is_file()
+
+
+def test_evaluate_uses_thresholds_chosen_on_validation(trained: dict[str, Path]) -> None:
+    common = [
+        "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']",
+        "--datalist_file", str(trained["datalist"]), "--ckpt_dir", str(trained["ckpt"]),
+        "--bootstrap_resamples", "100", *TINY,
+    ]
+    _bundle(*common, "--eval_split", "validation", "--choose_thresholds", "True",
+            "--output_dir", str(trained["eval"].parent / "eval_validation"))
+    assert (trained["ckpt"] / "thresholds.json").is_file()
+    _bundle(*common, "--output_dir", str(trained["eval"]))
+    report = json.loads((trained["eval"] / "metrics.json").read_text())
+    assert report["thresholds"]["source"] == str(trained["ckpt"] / "thresholds.json")
 
 
 def test_inference_writes_outputs(trained: dict[str, Path]) -> None:
@@ -99,3 +119,16 @@ def test_verify_metadata() -> None:
         pytest.skip(f"MONAI metadata schema not found at {schema}")
     result = _bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(schema))
     assert "metadata is verified with no error" in result.stdout + result.stderr
+
+
+def test_training_resumes_from_checkpoint(trained: dict[str, Path]) -> None:
+    assert (trained["ckpt"] / "checkpoint_epoch=2.pt").is_file()
+    result = _bundle(
+        "run", "training", "--config_file", "configs/train.json", "--datalist_file", str(trained["datalist"]),
+        "--ckpt_dir", str(trained["ckpt"]), "--output_dir", str(trained["eval"]), "--epochs", "3",
+        "--val_interval", "1", *TINY,
+    )
+    log = result.stdout + result.stderr
+    assert "resumed from" in log and "epoch 2 of 3" in log
+    assert "Epoch: 3/3" in log and "Epoch: 1/3" not in log and "Epoch: 2/3" not in log
+    assert (trained["ckpt"] / "checkpoint_epoch=3.pt").is_file()

@@ -1,21 +1,38 @@
-"""Data: datalists, the multi-task sample format and its transforms, batching, and the synthetic demo set."""
+"""Data: dataset readers, image loading, datalists and checks, the multi-task sample format, transforms, batching."""
 
+from .augment import RandAffineBoxd
+from .check import check_datalist
+from . import mixing
 from .collate import multitask_collate
-from .datalist import DatalistError, describe_datalist, load_datalist
+from .datalist import DatalistError, describe_datalist, load_datalist, read_entries
 from .labels import NIH_FINDINGS, UNKNOWN_LABEL
+from .readers import CXRDicomReader, ImageReadError, LoadCXRd, load_cxr
+from .rle import RLEError, rle_decode, rle_encode
+from .splits import split_by_patient
 from .synthetic import make_demo_dataset
 from .transforms import LabelError, PrepareTargetsd, ResizeTargetsd, check_spatial_size
 
 __all__ = [
+    "CXRDicomReader",
     "DatalistError",
+    "ImageReadError",
+    "LoadCXRd",
+    "RLEError",
+    "RandAffineBoxd",
     "LabelError",
     "NIH_FINDINGS",
     "PrepareTargetsd",
     "ResizeTargetsd",
     "UNKNOWN_LABEL",
+    "check_datalist",
     "check_spatial_size",
     "describe_datalist",
+    "load_cxr",
     "load_datalist",
     "make_demo_dataset",
     "multitask_collate",
+    "read_entries",
+    "rle_decode",
+    "rle_encode",
+    "split_by_patient",
 ]

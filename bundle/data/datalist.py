@@ -15,11 +15,8 @@ class DatalistError(ValueError):
     """A datalist entry is unusable; the message names the datalist, the entry and the problem."""
 
 
-def load_datalist(path: str | Path, key: str = "training", base_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Entries of ``key`` in the datalist at ``path`` with file paths made absolute and checked to exist.
-
-    Every missing file is reported at once, each with its entry index, key and path.
-    """
+def read_entries(path: str | Path, key: str = "training", base_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Entries of ``key`` in the datalist at ``path`` with file paths made absolute (not checked to exist)."""
     path = Path(path)
     try:
         content = json.loads(path.read_text())
@@ -29,18 +26,29 @@ def load_datalist(path: str | Path, key: str = "training", base_dir: str | Path 
         raise DatalistError(f"{path}: no '{key}' list (has: {sorted(k for k in content if isinstance(content[k], list))})")
     root = Path(base_dir) if base_dir is not None else path.parent
     entries: list[dict[str, Any]] = []
-    missing: list[str] = []
     for index, raw in enumerate(content[key]):
-        if not isinstance(raw, dict) or "image" not in raw:
+        if not isinstance(raw, dict) or not isinstance(raw.get("image"), str):
             raise DatalistError(f"{path}: {key}[{index}] must be an object with an 'image' path, got {raw!r}")
         entry = dict(raw)
         for name in PATH_KEYS:
-            if name in entry:
-                resolved = (root / entry[name]).resolve()
-                entry[name] = str(resolved)
-                if not resolved.is_file():
-                    missing.append(f"{key}[{index}] '{name}': file not found: {resolved}")
+            if isinstance(entry.get(name), str):
+                entry[name] = str((root / entry[name]).resolve())
         entries.append(entry)
+    return entries
+
+
+def load_datalist(path: str | Path, key: str = "training", base_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Entries of ``key`` in the datalist at ``path`` with file paths made absolute and checked to exist.
+
+    Every missing file is reported at once, each with its entry index, key and path.
+    """
+    entries = read_entries(path, key, base_dir)
+    missing = [
+        f"{key}[{index}] '{name}': file not found: {entry[name]}"
+        for index, entry in enumerate(entries)
+        for name in PATH_KEYS
+        if name in entry and not Path(entry[name]).is_file()
+    ]
     if missing:
         raise DatalistError(f"{path}: {len(missing)} missing file(s):\n  " + "\n  ".join(missing))
     return entries

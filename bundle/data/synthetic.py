@@ -243,7 +243,9 @@ def _sample_opacity(rng: np.random.Generator, anatomy: Anatomy) -> Opacity:
     )
 
 
-def _sample_spot(rng: np.random.Generator, anatomy: Anatomy, diameter: tuple[float, float], reach: float) -> Spot:
+def _sample_spot(
+    rng: np.random.Generator, anatomy: Anatomy, diameter: tuple[float, float], reach: float, strength: tuple[float, float]
+) -> Spot:
     """A round lesion within normalised radius ``reach`` of a lung centre, away from the mediastinum."""
     lung = anatomy.lungs[rng.integers(2)]
     while True:
@@ -251,7 +253,7 @@ def _sample_spot(rng: np.random.Generator, anatomy: Anatomy, diameter: tuple[flo
         if u * u + v * v <= reach * reach and u > -0.3:
             break
     x, y = lung_point(lung, lung.side * u, v)
-    return Spot(x=x, y=y, radius=rng.uniform(*diameter) / 2.0, strength=rng.uniform(0.10, 0.24))
+    return Spot(x=x, y=y, radius=rng.uniform(*diameter) / 2.0, strength=rng.uniform(*strength))
 
 
 def _crescent_fraction(depth: float, spread: float) -> float:
@@ -273,7 +275,7 @@ def _sample_pneumothorax(rng: np.random.Generator) -> Pneumothorax:
     angle = up + rng.uniform(0.0, 1.0) * np.angle(np.exp(1j * (lateral - up)))
     return Pneumothorax(
         lung=lung, angle=float(angle), depth=depth, spread=spread,
-        darkness=rng.uniform(0.05, 0.1), line=rng.uniform(0.06, 0.12),
+        darkness=rng.uniform(0.06, 0.12), line=rng.uniform(0.07, 0.14),
     )
 
 
@@ -290,16 +292,16 @@ def sample_findings(rng: np.random.Generator, anatomy: Anatomy) -> Findings:
     """Draw which findings are present and their parameters."""
     has = _draw_presence(rng)
     return Findings(
-        ctr=rng.uniform(0.57, 0.66) if has["Cardiomegaly"] else rng.uniform(0.38, 0.47),
+        ctr=rng.uniform(0.56, 0.66) if has["Cardiomegaly"] else rng.uniform(0.39, 0.48),
         opacities=tuple(_sample_opacity(rng, anatomy) for _ in range(rng.integers(1, 3))) if has["Pneumonia"] else (),
         pneumothorax=_sample_pneumothorax(rng) if has["Pneumothorax"] else None,
         effusion=Effusion(int(rng.integers(2)), rng.uniform(0.04, 0.11), rng.uniform(0.04, 0.1))
         if has["Effusion"]
         else None,
-        nodules=tuple(_sample_spot(rng, anatomy, (0.03, 0.06), 0.8) for _ in range(rng.integers(1, 4)))
+        nodules=tuple(_sample_spot(rng, anatomy, (0.04, 0.06), 0.8, (0.2, 0.34)) for _ in range(rng.integers(1, 4)))
         if has["Nodule"]
         else (),
-        mass=_sample_spot(rng, anatomy, (0.08, 0.15), 0.55) if has["Mass"] else None,
+        mass=_sample_spot(rng, anatomy, (0.08, 0.15), 0.55, (0.13, 0.26)) if has["Mass"] else None,
     )
 
 
@@ -429,7 +431,7 @@ def _markings(anatomy: Anatomy, noise: np.ndarray, X: np.ndarray, Y: np.ndarray)
         np.exp(-((X - (lung.cx - lung.side * 0.6 * lung.rx)) ** 2 + (Y - lung.cy - 0.05) ** 2) / (2 * 0.12**2))
         for lung in anatomy.lungs
     )
-    return 0.08 * np.exp(-((noise / 0.35) ** 2)) * (0.35 + hila)
+    return 0.07 * np.exp(-((noise / 0.35) ** 2)) * (0.35 + hila)
 
 
 def _opacity(opacity: Opacity, X: np.ndarray, Y: np.ndarray) -> np.ndarray:

@@ -57,10 +57,30 @@ class PrepareTargetsd(MapTransform):
         d["has_seg"], d["mask"] = self._mask(d.get("mask"), spatial, name)
         return d
 
+    def problems(self, data: Mapping[Hashable, Any]) -> list[str]:
+        """Every label problem of a loaded entry (cls, boxes, mask), instead of raising at the first."""
+        name = _entry_name(data)
+        spatial = tuple(int(s) for s in data["image"].shape[1:])
+        checks = (
+            lambda: self._classes(data.get("cls"), name),
+            lambda: self._boxes(data.get("boxes"), data.get("box_labels"), spatial, name),
+            lambda: self._mask(data.get("mask"), spatial, name),
+        )
+        found = []
+        for check in checks:
+            try:
+                check()
+            except LabelError as err:
+                found.append(str(err))
+        return found
+
     def _classes(self, raw: Any, name: str) -> tuple[bool, torch.Tensor, torch.Tensor]:
         if raw is None:
             return False, torch.zeros(self.num_classes), torch.zeros(self.num_classes, dtype=torch.bool)
-        values = np.asarray(raw, dtype=np.float64)
+        try:
+            values = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise LabelError(f"{name}: 'cls' must be a list of numbers, got {raw!r}") from None
         if values.shape != (self.num_classes,):
             raise LabelError(f"{name}: 'cls' must have {self.num_classes} values, got shape {values.shape}")
         if np.isnan(values).any():
@@ -75,8 +95,13 @@ class PrepareTargetsd(MapTransform):
     def _boxes(raw: Any, labels: Any, spatial: tuple[int, ...], name: str) -> tuple[bool, torch.Tensor, torch.Tensor]:
         if raw is None:
             return False, torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)
-        boxes = np.asarray(raw, dtype=np.float64).reshape(-1, 4) if len(raw) else np.zeros((0, 4))
-        labels = np.zeros(len(boxes), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        try:
+            boxes = np.asarray(raw, dtype=np.float64) if len(raw) else np.zeros((0, 4))
+            labels = np.zeros(len(boxes), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        except (TypeError, ValueError):
+            boxes = np.zeros(0)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise LabelError(f"{name}: 'boxes' must be [[x1, y1, x2, y2], ...] with integer 'box_labels', got {raw!r}")
         if labels.shape != (len(boxes),):
             raise LabelError(f"{name}: {len(boxes)} boxes but {labels.size} box_labels")
         if not np.isfinite(boxes).all():

@@ -1,5 +1,6 @@
 """Ignite engines for multi-task training, evaluation and inference."""
 
+from . import phases
 from .batch import batch_to_device, loss_terms
 from .evaluator import LABEL_KEYS, MultiTaskEvaluator
 from .trainer import MultiTaskTrainer

@@ -15,8 +15,9 @@ class MultiTaskTrainer(SupervisedTrainer):
     """SupervisedTrainer over multi-task batches (see :mod:`bundle.data.transforms`).
 
     ``loss_function(pred, batch)`` returns a dict of loss terms with the total under ``loss``; the
-    iteration output is that dict, detached. ``tasks`` names the heads to run (None: all) and may be
-    changed between epochs by phase handlers.
+    iteration output is that dict, detached. ``tasks`` names the heads to run (None: all) and ``frozen`` the
+    network module name prefixes kept in eval mode (frozen batch-norm statistics); phase handlers change both
+    between epochs.
 
     Args:
         tasks: heads computed each iteration.
@@ -27,10 +28,15 @@ class MultiTaskTrainer(SupervisedTrainer):
         kwargs["decollate"] = False
         super().__init__(*args, **kwargs)
         self.tasks = tasks
+        self.frozen: list[str] = []
 
     def _iteration(self, engine: MultiTaskTrainer, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
         engine.network.train()
+        if engine.frozen:
+            for name, module in engine.network.named_modules():
+                if any(name.startswith(prefix) for prefix in engine.frozen):
+                    module.eval()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
             pred = engine.network(batch["image"], engine.tasks)

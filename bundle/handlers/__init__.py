@@ -1,5 +1,6 @@
 """Ignite handlers of the bundle."""
 
+from .metrics_report import MetricsReport
 from .prediction_writer import PredictionWriter
 
-__all__ = ["PredictionWriter"]
+__all__ = ["MetricsReport", "PredictionWriter"]

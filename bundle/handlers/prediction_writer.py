@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,12 +14,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from PIL import Image
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+from .files import atomic_write
 
 
 class PredictionWriter:
@@ -72,7 +65,7 @@ class PredictionWriter:
         mask_path = self.output_dir / f"{stem}_mask.png"
         png = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(mask.T)).save(png, format="PNG")  # array axis 0 is x; PIL: rows first
-        _atomic_write(mask_path, png.getvalue())
+        atomic_write(mask_path, png.getvalue())
         scale = torch.tensor([o / m for o, m in zip(original, model_size)] * 2)
         det = out["det"][i]
         boxes = [
@@ -88,4 +81,4 @@ class PredictionWriter:
             "boxes": boxes,
             "mask": mask_path.name,
         }
-        _atomic_write(self.output_dir / f"{stem}_pred.json", json.dumps(record, indent=2).encode())
+        atomic_write(self.output_dir / f"{stem}_pred.json", json.dumps(record, indent=2).encode())

@@ -53,6 +53,7 @@ class MultiTaskLoss(nn.Module):
         self.detector = detector
         self.teacher_forcing = teacher_forcing
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+        self.default_weights = dict(self.weights)
         unknown = set(self.weights) - set(DEFAULT_WEIGHTS)
         if unknown:
             raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")

@@ -1,12 +1,27 @@
-"""Metrics as plain functions and as Ignite metrics reading the evaluator's output dict."""
+"""Metrics as plain functions (NumPy in, floats out) and as Ignite metrics reading the evaluator's output dict."""
 
 from __future__ import annotations
 
 from ignite.metrics import Metric, MetricsLambda
 
-from .classification import MultiLabelAUROC, macro_auroc
-from .detection import DetectionMAP
-from .segmentation import MeanDice, dice_per_image
+from .bootstrap import Interval, bootstrap_ci, bootstrap_metrics
+from .classification import (
+    MultiLabelAUROC,
+    choose_thresholds,
+    macro_auroc,
+    per_class_auroc,
+    threshold_metrics,
+)
+from .detection import CocoAP, DetectionMAP, coco_map
+from .rsna import RSNAMap, rsna_image_score, rsna_map
+from .segmentation import (
+    MeanDice,
+    choose_seg_postprocessing,
+    dice_per_image,
+    mean_dice,
+    positive_dice,
+    postprocess_mask,
+)
 
 
 def _mean_ignoring_nan(*values: float) -> float:
@@ -19,4 +34,26 @@ def mean_metric(*metrics: Metric) -> MetricsLambda:
     return MetricsLambda(_mean_ignoring_nan, *metrics)
 
 
-__all__ = ["DetectionMAP", "MeanDice", "MultiLabelAUROC", "dice_per_image", "macro_auroc", "mean_metric"]
+__all__ = [
+    "CocoAP",
+    "DetectionMAP",
+    "Interval",
+    "MeanDice",
+    "MultiLabelAUROC",
+    "RSNAMap",
+    "bootstrap_ci",
+    "bootstrap_metrics",
+    "choose_seg_postprocessing",
+    "choose_thresholds",
+    "coco_map",
+    "dice_per_image",
+    "macro_auroc",
+    "mean_dice",
+    "mean_metric",
+    "per_class_auroc",
+    "positive_dice",
+    "postprocess_mask",
+    "rsna_image_score",
+    "rsna_map",
+    "threshold_metrics",
+]

@@ -1,4 +1,10 @@
-"""Multi-label classification metrics."""
+"""Multi-label classification metrics over samples whose label of a class is known.
+
+Arrays are ``probs`` (N, C) in [0, 1], ``labels`` (N, C) 0/1 and ``known`` (N, C) bool (``False`` where a
+dataset does not grade that finding). A class without both a known positive and a known negative has an
+undefined AUROC (NaN); a ratio with a zero denominator (e.g. sensitivity of a class with no positive) is NaN.
+Means over classes ignore NaN classes.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,110 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from ignite.metrics import Metric
-from monai.metrics import compute_roc_auc
+from scipy.stats import rankdata
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def binary_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve as the Mann-Whitney U statistic (ties count one half); NaN without both classes."""
+    labels = np.asarray(labels).astype(bool)
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def per_class_auroc(probs: np.ndarray, labels: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """AUROC of each class over the samples where that class is known, shape (C,)."""
+    return np.array([binary_auroc(probs[known[:, c], c], labels[known[:, c], c]) for c in range(probs.shape[1])])
 
 
 def macro_auroc(probs: np.ndarray, labels: np.ndarray, known: np.ndarray) -> float:
-    """Mean of per-class AUROC over classes with known positives and negatives; NaN when there is none."""
-    scores = []
+    """Mean of the per-class AUROC over classes where it is defined; NaN when it is defined for none."""
+    return _nanmean(per_class_auroc(probs, labels, known))
+
+
+def confusion_counts(
+    probs: np.ndarray, labels: np.ndarray, known: np.ndarray, thresholds: np.ndarray | float = 0.5
+) -> dict[str, np.ndarray]:
+    """Per-class ``tp``, ``fp``, ``fn``, ``tn`` (each (C,)) of ``probs >= thresholds`` over known labels."""
+    pred = probs >= np.asarray(thresholds, dtype=float)
+    truth = labels.astype(bool)
+    known = known.astype(bool)
+    return {
+        "tp": (pred & truth & known).sum(0),
+        "fp": (pred & ~truth & known).sum(0),
+        "fn": (~pred & truth & known).sum(0),
+        "tn": (~pred & ~truth & known).sum(0),
+    }
+
+
+def threshold_metrics(
+    probs: np.ndarray, labels: np.ndarray, known: np.ndarray, thresholds: np.ndarray | float = 0.5
+) -> dict[str, np.ndarray | float]:
+    """Decision metrics at per-class ``thresholds`` (a sample is positive when ``prob >= threshold``).
+
+    Returns per-class arrays ``accuracy``, ``f1``, ``sensitivity`` (recall), ``specificity``; their means over
+    classes ``*_macro``; ``f1_micro`` (F1 of the TP/FP/FN pooled over all known sample-class pairs, which is
+    *not* the accuracy) and ``accuracy_micro`` (fraction of all known sample-class decisions that are right).
+    """
+    n = confusion_counts(probs, labels, known, thresholds)
+    tp, fp, fn, tn = n["tp"], n["fp"], n["fn"], n["tn"]
+    per_class = {
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+    }
+    result: dict[str, np.ndarray | float] = dict(per_class)
+    result.update({f"{name}_macro": _nanmean(values) for name, values in per_class.items()})
+    result["f1_micro"] = float(_ratio(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum()))
+    result["accuracy_micro"] = float(_ratio(tp.sum() + tn.sum(), (tp + fp + fn + tn).sum()))
+    return result
+
+
+def _best_threshold(scores: np.ndarray, labels: np.ndarray, criterion: str) -> float:
+    """Threshold among the observed scores maximising F1 or Youden's J (sensitivity + specificity - 1)."""
+    labels = labels.astype(bool)
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]  # last index of each distinct score
+    tp = np.cumsum(sorted_labels)[last]
+    fp = np.cumsum(~sorted_labels)[last]
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    if criterion == "f1":
+        gain = _ratio(2 * tp, tp + fp + n_pos)
+    elif criterion == "youden":
+        gain = _ratio(tp, n_pos) - _ratio(fp, n_neg)
+    else:
+        raise ValueError(f"criterion must be 'f1' or 'youden', got {criterion!r}")
+    return float(sorted_scores[last][int(np.nanargmax(gain))])
+
+
+def choose_thresholds(
+    probs: np.ndarray, labels: np.ndarray, known: np.ndarray, criterion: str = "f1", default: float = 0.5
+) -> np.ndarray:
+    """Per-class decision thresholds chosen on a validation split, maximising ``criterion`` ('f1' or 'youden').
+
+    A class without both a known positive and a known negative keeps ``default``.
+    """
+    chosen = np.full(probs.shape[1], default, dtype=float)
     for c in range(probs.shape[1]):
-        keep = known[:, c]
-        y = labels[keep, c]
-        if y.size and 0 < y.sum() < y.size:
-            scores.append(float(compute_roc_auc(torch.as_tensor(probs[keep, c]), torch.as_tensor(y))))
-    return float(np.mean(scores)) if scores else float("nan")
+        y = labels[known[:, c], c]
+        if 0 < y.sum() < y.size:
+            chosen[c] = _best_threshold(probs[known[:, c], c], y, criterion)
+    return chosen
 
 
 class MultiLabelAUROC(Metric):

@@ -1,0 +1,161 @@
+"""Write MONAI datalists from the public chest X-ray datasets' official files, and validate datalists.
+
+One subcommand per source; each writes a datalist JSON (training/validation/testing, split by patient) with
+paths relative to its folder and prints a summary. See docs/data.md for each source. Examples:
+
+    python scripts/prepare.py nih --data_entry Data_Entry_2017.csv --images_dir images --output nih.json
+    python scripts/prepare.py siim --rle_csv train-rle.csv --images_dir dicom-images-train --output siim.json
+    python scripts/prepare.py validate siim.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import fire
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bundle.data import sources  # noqa: E402
+from bundle.data.check import entry_problems  # noqa: E402
+from bundle.data.datalist import read_entries  # noqa: E402
+from bundle.data.labels import NIH_FINDINGS  # noqa: E402
+from bundle.data.splits import SPLITS, split_by_patient, split_with_test_list  # noqa: E402
+
+
+def _as_list(value: Any) -> list[str]:
+    """A fire argument given as "A,B" or a list, as a list of strings."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def summarise(splits: dict[str, list[dict[str, Any]]], box_classes: list[str], skipped: list[str]) -> str:
+    """Counts per split: images, patients, positives per finding, boxes per class, masks."""
+    lines = []
+    for name, entries in splits.items():
+        positives = Counter(NIH_FINDINGS[i] for e in entries for i, v in enumerate(e.get("cls", [])) if v == 1)
+        boxes = Counter(box_classes[c] for e in entries for c in e.get("box_labels", []))
+        masks = sum("mask" in e or "mask_rle" in e for e in entries)
+        lines.append(
+            f"{name}: {len(entries)} images, {len({e['patient_id'] for e in entries})} patients, "
+            f"{sum('cls' in e for e in entries)} with findings, {sum('boxes' in e for e in entries)} box-annotated "
+            f"({dict(boxes) or 0} boxes), {masks} masks"
+        )
+        if positives:
+            lines.append("  positives: " + ", ".join(f"{k} {v}" for k, v in sorted(positives.items())))
+    if skipped:
+        lines.append(f"skipped {len(skipped)} (image missing), e.g. {skipped[:3]}")
+    return "\n".join(lines)
+
+
+def write_datalist(
+    result: sources.SourceResult,
+    output: str,
+    source: str,
+    fractions: Any = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    merge_box_classes: str | None = None,
+    test_list: str | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Split ``result`` by patient, write it to ``output`` with relative paths, print the summary."""
+    entries = result.entries
+    if not entries:
+        raise SystemExit(f"{source}: no entries to write (check the paths and filters)")
+    box_classes = sources.index_box_classes(entries, merge_box_classes)
+    fractions = [float(f) for f in _as_list(fractions)]
+    if test_list:
+        names = Path(test_list).read_text().split()
+        val_fraction = fractions[1] / (fractions[0] + fractions[1])
+        splits = split_with_test_list(entries, names, val_fraction=val_fraction, seed=seed)
+    else:
+        splits = split_by_patient(entries, fractions, seed)
+    out = Path(output).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        for key in ("image", "mask"):
+            if key in entry:
+                entry[key] = os.path.relpath(entry[key], out.parent)
+    content = {"source": source, "seed": seed, "box_classes": box_classes, "skipped": result.skipped, **splits}
+    out.write_text(json.dumps(content, indent=1))
+    print(f"wrote {out}\n{summarise(splits, box_classes, result.skipped)}")
+    return splits
+
+
+class Prepare:
+    """Datalist preparation; every subcommand takes --output, --fractions train,val,test and --seed."""
+
+    def nih(
+        self, data_entry: str, images_dir: str, output: str, bbox_list: str | None = None,
+        rsna_labels: str | None = None, rsna_map: str | None = None, train_val_list: str | None = None,
+        test_list: str | None = None, views: Any = "PA,AP", fractions: Any = "0.8,0.1,0.1", seed: int = 0,
+        merge_box_classes: str | None = None, on_missing: str = "error",
+    ) -> None:
+        """NIH ChestX-ray14 (+ NIH boxes, + RSNA boxes through a patientId-to-Image-Index map).
+
+        With ``test_list`` (official test_list.txt) those images are the test split and the rest is split by
+        patient into training/validation; ``train_val_list`` then restricts the rest to the images it names.
+        """
+        result = sources.nih(data_entry, images_dir, bbox_list, rsna_labels, rsna_map, _as_list(views),
+                             on_missing=on_missing)
+        if train_val_list:
+            allowed = set(Path(train_val_list).read_text().split())
+            if test_list:
+                allowed |= set(Path(test_list).read_text().split())
+            result.entries = [e for e in result.entries if Path(e["image"]).name in allowed]
+        write_datalist(result, output, "nih", fractions, seed, merge_box_classes, test_list)
+
+    def rsna(
+        self, labels_csv: str, images_dir: str, output: str, image_map: str | None = None, box_space: float = 1024.0,
+        fractions: Any = "0.8,0.1,0.1", seed: int = 0, on_missing: str = "error",
+    ) -> None:
+        """RSNA Pneumonia Detection: stage_2_train_labels.csv with DICOMs named by patientId."""
+        result = sources.rsna(labels_csv, images_dir, image_map, box_space, on_missing)
+        write_datalist(result, output, "rsna", fractions, seed)
+
+    def siim(
+        self, rle_csv: str, images_dir: str, output: str, fractions: Any = "0.8,0.1,0.1", seed: int = 0,
+        on_missing: str = "error",
+    ) -> None:
+        """SIIM-ACR Pneumothorax: train-rle.csv with the DICOMs (any folder depth); masks stay RLE."""
+        write_datalist(sources.siim(rle_csv, images_dir, on_missing), output, "siim", fractions, seed)
+
+    def covid(
+        self, metadata_csv: str, output: str, images_dir: str | None = None, masks_dir: str | None = None,
+        views: Any = "PA,AP", fractions: Any = "0.8,0.1,0.1", seed: int = 0, on_missing: str = "error",
+    ) -> None:
+        """COVID-19 image data collection (metadata.csv), X-rays of the given views, optional lung masks."""
+        result = sources.covid(metadata_csv, images_dir, masks_dir, _as_list(views), on_missing)
+        write_datalist(result, output, "covid", fractions, seed)
+
+    def folder(
+        self, images_dir: str, output: str, masks_dir: str | None = None, patient_pattern: str | None = None,
+        fractions: Any = "0.8,0.1,0.1", seed: int = 0,
+    ) -> None:
+        """Any folder of images, masks matched by file stem, patient id from a regex on the stem."""
+        write_datalist(sources.folder(images_dir, masks_dir, patient_pattern), output, "folder", fractions, seed)
+
+    def validate(self, datalist: str, num_classes: int = len(NIH_FINDINGS)) -> None:
+        """Decode and check every entry of every split; print all problems; exit 1 if there are any."""
+        start, total, report = time.perf_counter(), 0, []
+        content = json.loads(Path(datalist).read_text())
+        for key in SPLITS:
+            if key not in content:
+                continue
+            for index, entry in enumerate(read_entries(datalist, key)):
+                total += 1
+                report.extend(f"{key}[{index}] {entry['image']}: {p}" for p in entry_problems(entry, num_classes))
+        print(f"checked {total} entries in {time.perf_counter() - start:.1f} s: {len(report)} problem(s)")
+        if report:
+            print("\n".join(report))
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    fire.Fire(Prepare)

@@ -1,0 +1,99 @@
+"""Boxes and masks stay aligned with the image through every spatial transform of the training pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.apps.detection.transforms.dictionary import RandFlipBoxd
+from monai.bundle import ConfigParser
+from monai.transforms import Compose
+from PIL import Image
+
+from bundle.data import LoadCXRd, PrepareTargetsd, RandAffineBoxd, ResizeTargetsd
+
+from .conftest import ROOT
+
+WIDTH, HEIGHT = 96, 64
+BOX = (20, 10, 50, 30)  # x1, y1, x2, y2
+
+
+def _mask_box(mask: torch.Tensor) -> list[int]:
+    """Bounding box (xyxy, pixel edges) of a (1, W, H) mask."""
+    on = mask[0] > 0.5
+    xs, ys = torch.nonzero(on.any(1)).flatten(), torch.nonzero(on.any(0)).flatten()
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def _rectangle_files(tmp_path: Path) -> dict:
+    """A PNG with a bright rectangle, its mask, and the rectangle as the entry's box (x = column)."""
+    x1, y1, x2, y2 = BOX
+    pixels = np.full((HEIGHT, WIDTH), 40, dtype=np.uint8)  # rows = y
+    pixels[y1:y2, x1:x2] = 220
+    Image.fromarray(pixels).save(tmp_path / "image.png")
+    Image.fromarray(np.where(pixels > 100, 255, 0).astype(np.uint8)).save(tmp_path / "mask.png")
+    return {"image": str(tmp_path / "image.png"), "mask": str(tmp_path / "mask.png"), "patient_id": "p",
+            "boxes": [list(BOX)], "box_labels": [0]}
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> dict:
+    sample = PrepareTargetsd(14)(LoadCXRd()(_rectangle_files(tmp_path)))
+    assert sample["image"].shape == (1, WIDTH, HEIGHT) and _mask_box(sample["mask"]) == list(BOX)
+    return sample
+
+
+def test_resize_scales_boxes_with_image_and_mask(prepared: dict) -> None:
+    out = ResizeTargetsd((64, 32))(prepared)
+    assert out["mask"].shape == (1, 64, 32)
+    assert out["boxes"][0].tolist() == pytest.approx([b * s for b, s in zip(BOX, (64 / WIDTH, 0.5) * 2)])
+    assert _mask_box(out["mask"]) == pytest.approx(out["boxes"][0].tolist(), abs=1)
+    bright = out["image"][0] > 0.5
+    assert _mask_box(bright[None].float()) == pytest.approx(out["boxes"][0].tolist(), abs=1)
+
+
+def test_flip_is_horizontal_and_moves_boxes_with_pixels(prepared: dict) -> None:
+    flip = RandFlipBoxd(["image", "mask"], "boxes", "image", prob=1.0, spatial_axis=0)
+    out = flip(prepared)
+    x1, y1, x2, y2 = BOX
+    assert out["boxes"][0].tolist() == [WIDTH - x2, y1, WIDTH - x1, y2]  # x mirrored, y unchanged
+    assert _mask_box(out["mask"]) == out["boxes"][0].int().tolist()
+    torch.testing.assert_close(out["image"][0], torch.flip(prepared["image"][0], [0]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_affine_keeps_boxes_on_the_transformed_mask(prepared: dict, seed: int) -> None:
+    affine = RandAffineBoxd(rotate_degrees=8, scale=0.1, translate=8, prob=1.0).set_random_state(seed)
+    out = affine(prepared)
+    assert out["image"].shape == out["mask"].shape == (1, WIDTH, HEIGHT)
+    assert not torch.equal(out["mask"], prepared["mask"])
+    assert _mask_box(out["mask"]) == pytest.approx(out["boxes"][0].tolist(), abs=1.5)
+    assert _mask_box((out["image"] > 0.5).float()) == pytest.approx(out["boxes"][0].tolist(), abs=1.5)
+
+
+def test_affine_drops_boxes_moved_out_of_the_image(prepared: dict) -> None:
+    prepared["boxes"] = torch.tensor([[0.0, 0.0, 3.0, 3.0], list(BOX)])
+    prepared["box_labels"] = torch.tensor([1, 0])
+    affine = RandAffineBoxd(rotate_degrees=0, scale=0, translate=0, prob=1.0)
+    affine.affine.rand_affine_grid.translate_range = ((10, 10), (10, 10))  # a fixed shift of +10 px
+    out = affine(prepared)
+    assert out["box_labels"].tolist() == [0]
+    assert out["boxes"][0].tolist() == pytest.approx([b - 10 for b in BOX], abs=1e-4)
+    assert _mask_box(out["mask"]) == [b - 10 for b in BOX]
+
+
+def test_train_config_pipeline_keeps_alignment(tmp_path: Path) -> None:
+    """The preprocessing + augmentation lists of configs/train.json, run many times on the rectangle."""
+    parser = ConfigParser()
+    parser.read_config(ROOT / "configs" / "train.json")
+    parser["image_size"] = [64, 64]
+    transforms = Compose(parser.get_parsed_content("preprocessing") + parser.get_parsed_content("train#augmentation"))
+    entry = _rectangle_files(tmp_path)
+    for seed in range(8):
+        transforms.set_random_state(seed)
+        out = transforms(dict(entry))
+        assert out["image"].shape == out["mask"].shape == (1, 64, 64)
+        assert _mask_box(out["mask"]) == pytest.approx(out["boxes"][0].tolist(), abs=1.5)
+        assert out["has_det"] and out["has_seg"]
