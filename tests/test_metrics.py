@@ -219,3 +219,20 @@ def test_coco_map_iou_range() -> None:
     args = (pred, [np.array([0])], [np.array([0.9])], truth, [np.array([0])])
     assert coco_map(*args, classes=["a"]) == pytest.approx(0.3)
     assert coco_map(*args, classes=["a"], iou_range=(0.5, 0.5, 0.05)) == pytest.approx(1.0)
+
+
+def test_mean_dice_metric_over_positive_images_only() -> None:
+    from bundle.metrics import MeanDice
+
+    truth = torch.zeros(3, 1, 4, 4)
+    truth[0, 0, :2, :2] = 1  # image 0: 4 truth pixels, 2 predicted -> Dice 2*2/(2+4) = 2/3
+    probs = torch.zeros(3, 1, 4, 4)
+    probs[0, 0, 0, :2] = 1
+    probs[2, 0, 3, 3] = 1  # image 2: empty truth, one false-positive pixel -> Dice 0; image 1: empty/empty -> 1
+    flags = torch.tensor([True, True, True])
+    everything, positives = MeanDice(), MeanDice(positives_only=True)
+    for metric in (everything, positives):
+        metric.reset()
+        metric.update((probs, truth, flags))
+    assert everything.compute() == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert positives.compute() == pytest.approx(2 / 3)

@@ -73,3 +73,14 @@ class BoxesFromMaskd(MapTransform):
         d["box_labels"] = torch.full((len(boxes),), self.label, dtype=torch.int64)
         d["has_det"] = True
         return d
+
+
+def label_by_finding(entries: Sequence[dict[str, Any]], finding: str) -> list[dict[str, Any]]:
+    """Copies of ``entries`` whose ``cls`` is one binary label: 1 when the entry's raw ``finding`` string (kept
+    by the COVID-19 reader) names ``finding``, else 0. Used to transfer CheXCls to a new disease."""
+    relabelled = []
+    for index, entry in enumerate(entries):
+        if "finding" not in entry:
+            raise ValueError(f"entry {index} ({entry.get('image')}) has no 'finding' to label from")
+        relabelled.append({**entry, "cls": [int(finding.lower() in str(entry["finding"]).lower())]})
+    return relabelled

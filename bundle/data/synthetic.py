@@ -667,9 +667,9 @@ def _publish(staging: Path, root: Path, content: dict) -> None:
 
 def make_demo_dataset(
     root: str | Path,
-    num_train: int = 320,
-    num_val: int = 80,
-    num_test: int = 40,
+    num_train: int = 960,
+    num_val: int = 160,
+    num_test: int = 160,
     size: int = 128,
     seed: int = 0,
 ) -> Path:

@@ -75,12 +75,16 @@ def choose_seg_postprocessing(scores: np.ndarray, settings: Sequence[tuple[float
 
 
 class MeanDice(Metric):
-    """Mean per-image Dice of ``seg_prob > threshold`` against ``mask`` over samples with ``has_seg``."""
+    """Mean per-image Dice of ``seg_prob > threshold`` against ``mask`` over samples with ``has_seg``
+    (``positives_only``: over those whose truth mask is not empty)."""
 
     required_output_keys = ("seg_prob", "mask", "has_seg")
 
-    def __init__(self, threshold: float = 0.5, output_transform: Callable = lambda x: x) -> None:
+    def __init__(
+        self, threshold: float = 0.5, positives_only: bool = False, output_transform: Callable = lambda x: x
+    ) -> None:
         self.threshold = threshold
+        self.positives_only = positives_only
         super().__init__(output_transform=output_transform, skip_unrolling=True)
 
     def reset(self) -> None:
@@ -88,6 +92,8 @@ class MeanDice(Metric):
 
     def update(self, output: tuple[torch.Tensor, ...]) -> None:
         probs, mask, flag = (t.detach().cpu() for t in output)
+        if self.positives_only:
+            flag = flag & (mask.flatten(1).amax(1) > 0)
         self._scores.append(dice_per_image(probs[flag] > self.threshold, mask[flag] > 0).numpy())
 
     def compute(self) -> float:
