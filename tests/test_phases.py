@@ -82,6 +82,17 @@ def test_phases_switch_heads_data_and_freezing(tmp_path: Path) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(encoder_before, det_phase_encoder))  # trained in 'cls'
 
 
+def test_phases_of_different_lengths_all_run(tmp_path: Path) -> None:
+    """A long first phase must not end the run early when later phases have shorter epochs."""
+    phases = [
+        {"name": "long", "data": _loader("cls", 8), "epochs": 1, "tasks": ["cls"]},
+        {"name": "short", "data": _loader("seg", 2), "epochs": 4, "tasks": ["seg"]},
+    ]
+    trainer, seen = _trainer(phases, tmp_path)
+    trainer.run()
+    assert [s[:2] for s in seen] == [(1, "long")] * 4 + [(e, "short") for e in range(2, 6)]
+
+
 def test_alternating_loader_order() -> None:
     loader = AlternatingLoader([_loader("det", 4), _loader("seg", 2)])
     kinds = [b["patient_id"][0][:3] for b in loader]
@@ -124,3 +135,12 @@ def test_restrict_labels_and_boxes_from_mask() -> None:
     sample["mask"][0, 50:60, 5:9] = 1
     derived = BoxesFromMaskd()(sample)
     assert derived["has_det"] and derived["boxes"].tolist() == [[10, 20, 30, 40], [50, 5, 60, 9]]
+
+
+def test_label_by_finding() -> None:
+    from bundle.data.mixing import label_by_finding
+
+    entries = [{"image": "a", "finding": "Pneumonia/Viral/COVID-19"}, {"image": "b", "finding": "No Finding"}]
+    assert [e["cls"] for e in label_by_finding(entries, "COVID-19")] == [[1], [0]]
+    with pytest.raises(ValueError, match="no 'finding'"):
+        label_by_finding([{"image": "c"}], "COVID-19")

@@ -97,3 +97,17 @@ def test_train_config_pipeline_keeps_alignment(tmp_path: Path) -> None:
         assert out["image"].shape == out["mask"].shape == (1, 64, 64)
         assert _mask_box(out["mask"]) == pytest.approx(out["boxes"][0].tolist(), abs=1.5)
         assert out["has_det"] and out["has_seg"]
+
+
+def test_batch_mixes_samples_with_and_without_masks(tmp_path: Path) -> None:
+    """A mask loaded from file and a missing mask collate together, whichever comes first."""
+    from monai.data import MetaTensor
+
+    from bundle.data import PrepareTargetsd, multitask_collate
+
+    image = MetaTensor(torch.rand(1, 32, 32))
+    with_mask = PrepareTargetsd(num_classes=14)({"image": image, "mask": MetaTensor(torch.ones(1, 32, 32))})
+    without = PrepareTargetsd(num_classes=14)({"image": image.clone()})
+    for order in ([with_mask, without], [without, with_mask]):
+        batch = multitask_collate(order)
+        assert batch["mask"].shape == (2, 1, 32, 32) and batch["has_seg"].tolist() == [s["has_seg"] for s in order]

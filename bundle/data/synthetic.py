@@ -103,7 +103,7 @@ class Spot:
 class Pneumothorax:
     """Crescent of free air along one lung's edge, centred on polar angle ``angle`` of that lung."""
 
-    lung: int
+    lung: int  # index into Anatomy.lungs
     angle: float
     depth: float  # maximal collapse, in normalised lung radius
     spread: float  # angular half-width (radians)
@@ -115,7 +115,7 @@ class Pneumothorax:
 class Effusion:
     """Fluid in one lung base; ``level`` is the medial fluid height above the dome, ``climb`` its lateral rise."""
 
-    lung: int
+    lung: int  # index into Anatomy.lungs
     level: float
     climb: float
 
@@ -230,7 +230,7 @@ def lung_point(lung: Lung, u: float, v: float) -> tuple[float, float]:
 
 
 def _sample_opacity(rng: np.random.Generator, anatomy: Anatomy) -> Opacity:
-    """A 1-4 lobe patch in the lateral half of a lung; small and large sizes are favoured."""
+    """A 2-4 lobe patch in the lateral half of a lung; small and large sizes are favoured."""
     lung = anatomy.lungs[rng.integers(2)]
     size = rng.uniform(0.12, 0.18) if rng.random() < 0.5 else rng.uniform(0.26, 0.33)
     x, y = lung_point(lung, lung.side * rng.uniform(0.2, 0.55), rng.uniform(-0.5, 0.35))
@@ -600,7 +600,7 @@ def _render_patient(patient: int, visits: int, seed: int, size: int) -> list[Pha
 
 def _write_png(array: np.ndarray, path: Path) -> None:
     """Save an 8-bit grey PNG."""
-    Image.fromarray(array.astype(np.uint8), mode="L").save(path)
+    Image.fromarray(array.astype(np.uint8)).save(path)
 
 
 def _entry(sample: PhantomSample, index: int, patient: int) -> dict:

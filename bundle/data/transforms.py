@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from .labels import UNKNOWN_LABEL
@@ -117,7 +118,7 @@ class PrepareTargetsd(MapTransform):
     def _mask(raw: Any, spatial: tuple[int, ...], name: str) -> tuple[bool, torch.Tensor]:
         if raw is None:
             return False, torch.zeros((1, *spatial))
-        mask = torch.as_tensor(raw)
+        mask = raw.as_tensor() if isinstance(raw, MetaTensor) else torch.as_tensor(raw)  # plain, like a missing mask
         if mask.ndim == 3 and mask.shape[0] > 1:
             mask = mask[:1]
         if tuple(mask.shape[-2:]) != spatial:

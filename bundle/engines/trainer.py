@@ -30,6 +30,14 @@ class MultiTaskTrainer(SupervisedTrainer):
         self.tasks = tasks
         self.frozen: list[str] = []
 
+    @staticmethod
+    def _is_done(state: Any) -> bool:
+        """Done after ``max_epochs`` epochs (or ``max_iters``). Ignite also stops once ``iteration`` reaches
+        ``epoch_length * max_epochs``, which is wrong when phases change the epoch length."""
+        return (state.max_iters is not None and state.iteration >= state.max_iters) or (
+            state.max_epochs is not None and state.epoch >= state.max_epochs
+        )
+
     def _iteration(self, engine: MultiTaskTrainer, batchdata: dict[str, Any]) -> dict[str, torch.Tensor]:
         batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
         engine.network.train()
