@@ -92,6 +92,11 @@ def test_inference_writes_outputs(trained: dict[str, Path]) -> None:
     for box in record["boxes"]:
         assert 0 <= box["box"][0] <= box["box"][2] <= 64 and 0 <= box["score"] <= 1
     assert (trained["pred"] / record["mask"]).is_file()
+    gating = record["gating"]
+    assert gating["thresholds"] == {"det_gate": 0.5, "seg_gate": 0.5}
+    assert gating["seg_head_ran"] == (record["seg_gate"] >= 0.5) and gating["det_head_ran"] == (record["det_gate"] >= 0.5)
+    if not gating["det_head_ran"]:
+        assert record["boxes"] == []
 
 
 def test_export_torchscript_matches_eager(trained: dict[str, Path], tmp_path: Path) -> None:

@@ -44,6 +44,13 @@ def test_bigbang_skips_pretraining(tmp_path: Path, tiny_datalist: Path) -> None:
     assert [p.name for p in tmp_path.glob("phase_*.pt")] == ["phase_bigbang_mtl.pt"]
 
 
+def test_joint_mtl_derives_boxes_from_masks(tmp_path: Path, tiny_datalist: Path) -> None:
+    log = _train(["protocol", "joint_mtl"], tiny_datalist, tmp_path, "--protocol_epochs", ONE_EPOCH_EACH)
+    assert re.findall(r"phase '(\w+)' \(tasks", log)[-1] == "mtl_joint"
+    joint = [line for line in log.splitlines() if "Epoch: 6/6, Iter:" in line]
+    assert joint and all(" cls: " in line and " seg: " in line and " det_cls: " in line for line in joint)
+
+
 def test_single_task_baseline_trains_one_head(tmp_path: Path, tiny_datalist: Path) -> None:
     log = _train(["single_seg"], tiny_datalist, tmp_path, "--epochs", "1")
     losses = [line for line in log.splitlines() if "Iter:" in line]

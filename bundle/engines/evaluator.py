@@ -64,9 +64,12 @@ class MultiTaskEvaluator(SupervisedEvaluator):
             det_gate_prob=torch.sigmoid(pred["det_gate"].float())[:, 0],
             seg_gate_prob=torch.sigmoid(pred["seg_gate"].float())[:, 0],
         )
-        for key in ("det_gated_in", "seg_gated_in"):
-            if key in pred:
-                output[key] = pred[key]
+        if engine.gate_thresholds is not None:
+            output.update(
+                det_gated_in=pred["det_gated_in"],
+                seg_gated_in=pred["seg_gated_in"],
+                gate_thresholds=engine.gate_thresholds,
+            )
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return output

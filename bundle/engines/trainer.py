@@ -48,9 +48,9 @@ class MultiTaskTrainer(SupervisedTrainer):
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
             pred = engine.network(batch["image"], engine.tasks)
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            terms = engine.loss_function(pred, batch)
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        terms = engine.loss_function({k: v.float() for k, v in pred.items()}, batch)  # losses in float32
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if engine.amp and engine.scaler is not None:
             engine.scaler.scale(terms["loss"]).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)

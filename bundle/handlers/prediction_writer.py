@@ -55,6 +55,17 @@ class PredictionWriter:
             original = tuple(int(s) for s in meta["spatial_shape"][i])
             self.write_one(source, original, model_size, out, i)
 
+    @staticmethod
+    def _gating(out: dict[str, Any], i: int) -> dict[str, Any] | None:
+        """The gate decisions and thresholds of sample ``i`` when the evaluator gated the heads, else None."""
+        if "det_gated_in" not in out:
+            return None
+        return {
+            "det_head_ran": bool(out["det_gated_in"][i]),
+            "seg_head_ran": bool(out["seg_gated_in"][i]),
+            "thresholds": dict(out["gate_thresholds"]),
+        }
+
     def write_one(
         self, source: str, original: tuple[int, ...], model_size: tuple[int, ...], out: dict[str, Any], i: int
     ) -> None:
@@ -78,6 +89,7 @@ class PredictionWriter:
             "classes": {n: round(float(p), 4) for n, p in zip(self.class_names, out["cls_prob"][i].cpu())},
             "det_gate": round(float(out["det_gate_prob"][i]), 4),
             "seg_gate": round(float(out["seg_gate_prob"][i]), 4),
+            "gating": self._gating(out, i),
             "boxes": boxes,
             "mask": mask_path.name,
         }
