@@ -76,6 +76,9 @@ def test_evaluate_uses_thresholds_chosen_on_validation(trained: dict[str, Path])
     _bundle(*common, "--output_dir", str(trained["eval"]))
     report = json.loads((trained["eval"] / "metrics.json").read_text())
     assert report["thresholds"]["source"] == str(trained["ckpt"] / "thresholds.json")
+    gates = json.loads((trained["ckpt"] / "thresholds.json").read_text())["gates"]
+    assert gates["criterion"] == "youden" and all(0.0 <= gates[g] <= 1.0 for g in ("det_gate", "seg_gate"))
+    assert report["thresholds"]["gates"] == {"det_gate": gates["det_gate"], "seg_gate": gates["seg_gate"]}
 
 
 def test_inference_writes_outputs(trained: dict[str, Path]) -> None:
@@ -93,8 +96,10 @@ def test_inference_writes_outputs(trained: dict[str, Path]) -> None:
         assert 0 <= box["box"][0] <= box["box"][2] <= 64 and 0 <= box["score"] <= 1
     assert (trained["pred"] / record["mask"]).is_file()
     gating = record["gating"]
-    assert gating["thresholds"] == {"det_gate": 0.5, "seg_gate": 0.5}
-    assert gating["seg_head_ran"] == (record["seg_gate"] >= 0.5) and gating["det_head_ran"] == (record["det_gate"] >= 0.5)
+    stored = json.loads((trained["ckpt"] / "thresholds.json").read_text())["gates"]  # chosen on validation
+    assert gating["thresholds"] == {"det_gate": stored["det_gate"], "seg_gate": stored["seg_gate"]}
+    assert gating["seg_head_ran"] == (record["seg_gate"] >= stored["seg_gate"] - 1e-4)
+    assert gating["det_head_ran"] == (record["det_gate"] >= stored["det_gate"] - 1e-4)
     if not gating["det_head_ran"]:
         assert record["boxes"] == []
 

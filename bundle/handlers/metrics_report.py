@@ -120,7 +120,9 @@ class MetricsReport:
     # -- thresholds -------------------------------------------------------------------------------------------
     def load_thresholds(self) -> Thresholds:
         """The thresholds file's settings, or the defaults when there is none (or thresholds are being chosen)."""
-        default = Thresholds(cls=[0.5] * len(self.class_names), gate=self.gate_threshold)
+        default = Thresholds(
+            cls=[0.5] * len(self.class_names), det_gate=self.gate_threshold, seg_gate=self.gate_threshold
+        )
         if self.choose or self.thresholds_file is None or not self.thresholds_file.is_file():
             return default
         stored = json.loads(self.thresholds_file.read_text())
@@ -132,7 +134,8 @@ class MetricsReport:
             cls=[float(t) for t in stored["classification"]["thresholds"]],
             seg_threshold=float(stored["segmentation"]["threshold"]),
             seg_min_area=int(stored["segmentation"]["min_area"]),
-            gate=self.gate_threshold,
+            det_gate=float(stored.get("gates", {}).get("det_gate", self.gate_threshold)),
+            seg_gate=float(stored.get("gates", {}).get("seg_gate", self.gate_threshold)),
             source=str(self.thresholds_file),
         )
 
@@ -141,19 +144,38 @@ class MetricsReport:
         cls = choose_thresholds(records.cls_prob[c], records.cls[c], records.cls_known[c].astype(bool), self.criterion)
         s = records.has_seg.astype(bool)
         threshold, min_area = choose_seg_postprocessing(seg_scores[s], self.settings) if s.any() else (0.5, 0)
+        gates = self._choose_gates(records)
         chosen = Thresholds(
-            cls=cls.tolist(), seg_threshold=threshold, seg_min_area=min_area, gate=self.gate_threshold,
+            cls=cls.tolist(), seg_threshold=threshold, seg_min_area=min_area, **gates,
             source=f"chosen on this split ({self.split}), written to {self.thresholds_file}",
         )
         stored = {
             "classification": {"names": self.class_names, "thresholds": chosen.cls, "criterion": self.criterion},
             "segmentation": {"threshold": threshold, "min_area": min_area, "criterion": "mean per-image Dice"},
+            "gates": {**gates, "criterion": "youden"},
             "chosen_on": {"datalist": self.datalist, "split": self.split},
             "checkpoint_sha256": sha256_of(self.checkpoint) if self.checkpoint else None,
         }
         atomic_write(self.thresholds_file, json.dumps(stored, indent=2).encode())
         logger.info("wrote thresholds chosen on %s to %s", self.split, self.thresholds_file)
         return chosen
+
+    def _choose_gates(self, records: Records) -> dict[str, float]:
+        """Each gate's threshold maximising Youden's J on the images that carry its labels (the configured
+        threshold when they are all positive or all negative)."""
+        d, s = records.has_det.astype(bool), records.has_seg.astype(bool)
+        det_truth = np.array([len(b) > 0 for b in records.true_boxes], dtype=bool)
+        gates = {}
+        for name, prob, truth, flag in (
+            ("det_gate", records.det_gate_prob, det_truth, d),
+            ("seg_gate", records.seg_gate_prob, records.seg_positive.astype(bool), s),
+        ):
+            known = np.ones((int(flag.sum()), 1), dtype=bool)
+            gates[name] = float(
+                choose_thresholds(prob[flag][:, None], truth[flag][:, None].astype(float), known, "youden",
+                                  default=self.gate_threshold)[0]
+            )
+        return gates
 
     # -- events -----------------------------------------------------------------------------------------------
     def start(self, engine: Engine) -> None:
@@ -280,7 +302,7 @@ class MetricsReport:
                 "source": thresholds.source,
                 "classification": dict(zip(self.class_names, thresholds.cls)),
                 "segmentation": {"threshold": thresholds.seg_threshold, "min_area": thresholds.seg_min_area},
-                "gate": thresholds.gate,
+                "gates": {"det_gate": thresholds.det_gate, "seg_gate": thresholds.seg_gate},
             },
             "bootstrap": {
                 "unit": "patient", "resamples": self.n_resamples, "seed": self.seed,
@@ -320,3 +342,10 @@ class MetricsReport:
         tmp = self.output_dir / ".predictions.tmp.npz"
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, self.output_dir / "predictions.npz")
+
+
+def stored_gate_thresholds(thresholds_file: str | Path, default: float = 0.5) -> dict[str, float]:
+    """The gate thresholds chosen on validation and stored beside the checkpoint, or ``default`` for both."""
+    path = Path(thresholds_file)
+    stored = json.loads(path.read_text()).get("gates", {}) if path.is_file() else {}
+    return {name: float(stored.get(name, default)) for name in ("det_gate", "seg_gate")}

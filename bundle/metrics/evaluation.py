@@ -28,14 +28,15 @@ class Thresholds:
         cls: per-class probability thresholds of the classifier (positive when ``prob >= threshold``).
         seg_threshold: probability above which a pixel is in the predicted mask.
         seg_min_area: connected components smaller than this (pixels) are removed from the predicted mask.
-        gate: gate probability below which the gated metrics drop an image's mask and boxes.
+        det_gate, seg_gate: gate probabilities below which the gated metrics drop an image's boxes / mask.
         source: where the values come from (a thresholds file, a choice on this split, or defaults).
     """
 
     cls: list[float]
     seg_threshold: float = 0.5
     seg_min_area: int = 0
-    gate: float = 0.5
+    det_gate: float = 0.5
+    seg_gate: float = 0.5
     source: str = "default"
 
 
@@ -82,8 +83,8 @@ def evaluation_statistic(
     """
     r = records
     cls_thr = np.asarray(thresholds.cls, dtype=float)
-    seg_open = r.seg_gate_prob >= thresholds.gate
-    det_open = r.det_gate_prob >= thresholds.gate
+    seg_open = r.seg_gate_prob >= thresholds.seg_gate
+    det_open = r.det_gate_prob >= thresholds.det_gate
     # an image gated shut has an empty predicted mask: Dice 1 when its true mask is empty too, else 0
     seg_gated = np.where(seg_open, r.seg_dice, np.where(r.seg_positive, 0.0, 1.0))
     det_idx = np.flatnonzero(r.has_det)
