@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bundle.handlers.metrics_report import stored_gate_thresholds
 from bundle.networks import MultiCheXNet
 
 from .conftest import ROOT, SHARED
@@ -81,8 +83,11 @@ def test_evaluate_uses_thresholds_chosen_on_validation(trained: dict[str, Path])
     assert report["thresholds"]["gates"] == {"det_gate": gates["det_gate"], "seg_gate": gates["seg_gate"]}
 
 
-def test_inference_writes_outputs(trained: dict[str, Path]) -> None:
-    images = trained["datalist"].parent / "images"
+def test_inference_writes_outputs(trained: dict[str, Path], tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for source in sorted((trained["datalist"].parent / "images").iterdir())[:8]:
+        shutil.copyfile(source, images / source.name)
     _bundle(
         "run", "inference", "--config_file", "configs/inference.json", "--input_dir", str(images),
         "--ckpt_dir", str(trained["ckpt"]), "--output_dir", str(trained["pred"]), *TINY,
@@ -96,7 +101,7 @@ def test_inference_writes_outputs(trained: dict[str, Path]) -> None:
         assert 0 <= box["box"][0] <= box["box"][2] <= 64 and 0 <= box["score"] <= 1
     assert (trained["pred"] / record["mask"]).is_file()
     gating = record["gating"]
-    stored = json.loads((trained["ckpt"] / "thresholds.json").read_text())["gates"]  # chosen on validation
+    stored = stored_gate_thresholds(trained["ckpt"] / "thresholds.json")  # chosen on validation, when evaluated
     assert gating["thresholds"] == {"det_gate": stored["det_gate"], "seg_gate": stored["seg_gate"]}
     assert gating["seg_head_ran"] == (record["seg_gate"] >= stored["seg_gate"] - 1e-4)
     assert gating["det_head_ran"] == (record["det_gate"] >= stored["det_gate"] - 1e-4)

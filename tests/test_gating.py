@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from bundle.detection import CheXDetector
-from bundle.engines.gating import NEGATIVE_LOGIT, gated_forward
+from bundle.engines.gating import gated_forward
 from bundle.networks import MultiCheXNet
+from bundle.networks.multichexnet import NEGATIVE_LOGIT
 
 
 def _net() -> MultiCheXNet:
@@ -52,3 +53,19 @@ def test_gated_out_images_get_no_boxes_and_empty_mask() -> None:
     found = CheXDetector().predict(gated["det_cls"], gated["det_box"], (64, 64))
     assert all(len(f["boxes"]) == 0 for f in found)
     assert (torch.sigmoid(gated["seg"]) < 1e-6).all()
+
+
+def test_scripted_gated_forward_matches_eager() -> None:
+    scripted = torch.jit.script(MultiCheXNet(backbone="densenet121", num_anchors=4).eval())
+    eager = MultiCheXNet(backbone="densenet121", num_anchors=4).eval()
+    eager.load_state_dict(scripted.state_dict())
+    image = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        probs = torch.sigmoid(eager(image)["det_gate"][:, 0])
+        threshold = float(probs.median())  # some images in, some out
+        expected = eager.forward_gated(image, threshold, 0.0)
+        got = scripted.forward_gated(image, threshold, 0.0)
+    assert got["det_gated_in"].tolist() == expected["det_gated_in"].tolist()
+    assert 0 < int(got["det_gated_in"].sum()) < 3 and bool(got["seg_gated_in"].all())
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key])

@@ -16,6 +16,7 @@ from bundle.data.labels import NIH_FINDINGS
 from bundle.data.synthetic import (
     DEMO_CLASSES,
     _render_patient,
+    demo_inputs,
     generate_phantom,
     make_demo_dataset,
     render_phantom,
@@ -183,3 +184,13 @@ def test_prevalence(phantoms):
     for name in DEMO_CLASSES:
         assert 0.10 <= labels[:, NIH_FINDINGS.index(name)].mean() <= 0.60, name
     assert (labels.sum(axis=1) == 0).mean() >= 0.20
+
+
+def test_demo_inputs_are_the_first_test_images(demo):
+    folder = demo_inputs(demo.parent, count=3, **SMALL, seed=3)
+    testing = json.loads(demo.read_text())["testing"][:3]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(Path(e["image"]).name for e in testing)
+    for entry in testing:
+        assert (folder / Path(entry["image"]).name).read_bytes() == (demo.parent / entry["image"]).read_bytes()
+    (folder / "stale.png").write_bytes(b"x")
+    assert len(list(demo_inputs(demo.parent, count=2, **SMALL, seed=3).iterdir())) == 2

@@ -9,7 +9,7 @@ from .labels import NIH_FINDINGS, UNKNOWN_LABEL
 from .readers import CXRDicomReader, ImageReadError, LoadCXRd, load_cxr
 from .rle import RLEError, rle_decode, rle_encode
 from .splits import split_by_patient
-from .synthetic import make_demo_dataset
+from .synthetic import demo_inputs, make_demo_dataset
 from .transforms import LabelError, PrepareTargetsd, ResizeTargetsd, check_spatial_size
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "describe_datalist",
     "load_cxr",
     "load_datalist",
+    "demo_inputs",
     "make_demo_dataset",
     "multitask_collate",
     "read_entries",

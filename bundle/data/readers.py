@@ -83,10 +83,17 @@ def dicom_to_array(ds: pydicom.Dataset) -> np.ndarray:
 
 def dicom_pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
     """(x, y) pixel spacing in mm from PixelSpacing or ImagerPixelSpacing (stored as row, column), if present."""
+    found = dicom_pixel_spacing_source(ds)
+    return None if found is None else found[0]
+
+
+def dicom_pixel_spacing_source(ds: pydicom.Dataset) -> tuple[tuple[float, float], str] | None:
+    """(x, y) pixel spacing in mm and the attribute it comes from: PixelSpacing (in the patient), else
+    ImagerPixelSpacing (at the detector, not corrected for magnification); None when neither is present."""
     for tag in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(tag)
         if value is not None and len(value) == 2:
-            return float(value[1]), float(value[0])
+            return (float(value[1]), float(value[0])), tag
     return None
 
 

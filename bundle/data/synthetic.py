@@ -699,6 +699,21 @@ def make_demo_dataset(
     return datalist
 
 
+def demo_inputs(root: str | Path, count: int = 8, **demo_args: int) -> Path:
+    """A folder ``root/inference_inputs`` holding the first ``count`` test images of the demo data set (made with
+    :func:`make_demo_dataset` and ``demo_args`` if needed): the default input folder of ``configs/inference.json``."""
+    datalist = make_demo_dataset(root, **demo_args)
+    folder = Path(root) / "inference_inputs"
+    folder.mkdir(exist_ok=True)
+    testing = json.loads(datalist.read_text())["testing"][:count]
+    wanted = {Path(entry["image"]).name for entry in testing}
+    for stale in set(os.listdir(folder)) - wanted:
+        os.remove(folder / stale)
+    for entry in testing:  # copied every time: a regenerated data set reuses file names
+        shutil.copyfile(Path(root) / entry["image"], folder / Path(entry["image"]).name)
+    return folder
+
+
 if __name__ == "__main__":
     import fire
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
+
+
+def plain(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` without MONAI metadata: a network fed a MetaTensor pays for metadata tracking in every op
+    (measured: DenseNet121 forward + backward 1.7x slower on CPU)."""
+    return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
 
 
 def batch_to_device(batch: dict[str, Any], device: torch.device | str, non_blocking: bool = False) -> dict[str, Any]:

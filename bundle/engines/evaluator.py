@@ -10,7 +10,7 @@ from monai.engines.utils import IterationEvents
 
 from bundle.detection import CheXDetector
 
-from .batch import batch_to_device
+from .batch import batch_to_device, plain
 from .gating import gated_forward
 
 #: Batch keys copied into the output so metrics can compare predictions with labels.
@@ -48,10 +48,10 @@ class MultiTaskEvaluator(SupervisedEvaluator):
         with engine.mode(engine.network), torch.no_grad():
             with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
                 if engine.gate_thresholds is None:
-                    pred = engine.network(image)
+                    pred = engine.network(plain(image))
                 else:
                     pred = gated_forward(
-                        engine.network, image, engine.gate_thresholds["det_gate"], engine.gate_thresholds["seg_gate"]
+                        engine.network, plain(image), engine.gate_thresholds["det_gate"], engine.gate_thresholds["seg_gate"]
                     )
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         output: dict[str, Any] = {key: batch[key] for key in LABEL_KEYS if key in batch}

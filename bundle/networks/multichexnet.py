@@ -14,6 +14,17 @@ from .heads import CheXCls, CheXSeg
 #: Output keys: classification logits, mask logits, box logits and regressions, positive-case gate logits.
 TASKS: tuple[str, ...] = ("cls", "seg", "det", "det_gate", "seg_gate")
 
+#: Logit given to the outputs of gated-out images: sigmoid(-30) ~ 1e-13, an empty mask and no boxes.
+NEGATIVE_LOGIT: float = -30.0
+
+
+def _scatter(part: Optional[torch.Tensor], keep: torch.Tensor, shape: List[int], fill: float, like: torch.Tensor):
+    """A (B, ...) tensor of ``fill`` with the rows of ``keep`` taken from ``part``."""
+    full = torch.full(shape, fill, dtype=like.dtype, device=like.device)
+    if part is not None:
+        full[keep] = part.to(like.dtype)
+    return full
+
 
 class MultiCheXNet(nn.Module):
     """Shared encoder with classification (CheXCls), segmentation (CheXSeg), detection (CheXDet) heads and
@@ -55,11 +66,43 @@ class MultiCheXNet(nn.Module):
         self.det_head = CheXDet(channels, num_anchors, num_det_classes, tuple(det_levels), fpn_channels)
         self.det_gate = CheXCls(channels[-1], 1, cls_hidden)
         self.seg_gate = CheXCls(channels[-1], 1, cls_hidden)
+        self.negative_logit = NEGATIVE_LOGIT
 
     def forward(self, image: torch.Tensor, tasks: Optional[List[str]] = None) -> Dict[str, torch.Tensor]:
         if image.dim() != 4 or image.shape[-1] % 32 != 0 or image.shape[-2] % 32 != 0:
             raise ValueError(f"MultiCheXNet expects (B, C, H, W) with H and W multiples of 32, got {image.shape}")
         return self.forward_heads(image, self.encoder(image), tasks)
+
+    @torch.jit.export
+    def forward_gated(
+        self, image: torch.Tensor, det_threshold: float = 0.5, seg_threshold: float = 0.5
+    ) -> Dict[str, torch.Tensor]:
+        """Positive-case gating on one encoder pass: the detection and segmentation heads run only on the images
+        whose gate probability reaches its threshold; the others get :data:`NEGATIVE_LOGIT` logits (an empty mask,
+        no boxes) and zero box regressions. Adds ``det_gated_in`` and ``seg_gated_in`` (B,) booleans.
+        """
+        features = self.encoder(image)
+        out = self.forward_heads(image, features, ["cls", "det_gate", "seg_gate"])
+        det_in = torch.sigmoid(out["det_gate"][:, 0]) >= det_threshold
+        seg_in = torch.sigmoid(out["seg_gate"][:, 0]) >= seg_threshold
+        batch = image.shape[0]
+        seg_part: Optional[torch.Tensor] = None
+        if bool(seg_in.any()):
+            seg_part = self.seg_head(image[seg_in], [f[seg_in] for f in features])
+        det_cls: Optional[torch.Tensor] = None
+        det_box: Optional[torch.Tensor] = None
+        if bool(det_in.any()):
+            det_cls, det_box = self.det_head([f[det_in] for f in features])
+        head = self.det_head
+        num_anchors = 0
+        for level in head.levels:
+            num_anchors += features[level].shape[-2] * features[level].shape[-1] * head.num_anchors
+        out["seg"] = _scatter(seg_part, seg_in, [batch, 1, image.shape[2], image.shape[3]], self.negative_logit, image)
+        out["det_cls"] = _scatter(det_cls, det_in, [batch, num_anchors, head.num_classes], self.negative_logit, image)
+        out["det_box"] = _scatter(det_box, det_in, [batch, num_anchors, 4], 0.0, image)
+        out["det_gated_in"] = det_in
+        out["seg_gated_in"] = seg_in
+        return out
 
     def forward_heads(
         self, image: torch.Tensor, features: List[torch.Tensor], tasks: Optional[List[str]] = None

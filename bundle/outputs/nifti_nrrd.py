@@ -1,0 +1,52 @@
+"""Masks as single-slice NIfTI (RAS) and NRRD (LPS) volumes with the source image's physical geometry."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import nibabel as nib
+import nrrd
+import numpy as np
+
+from bundle.handlers.files import atomic_write
+
+from .geometry import ImageGeometry
+
+#: NIfTI qform/sform code: coordinates of the scanner (here: of the source image as ITK reads it).
+NIFTI_SCANNER_ANAT = 1
+
+
+def _volume(mask: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+    """The (W, H) mask (indexed [x, y]) as a (W, H, 1) uint8 label volume, checked against the geometry."""
+    if tuple(mask.shape) != geometry.size:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the {geometry.size} source image")
+    return (np.asarray(mask) > 0).astype(np.uint8)[:, :, None]
+
+
+def write_nifti(mask: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
+    """Write ``mask`` (label 1) to a NIfTI file (``.nii.gz`` compresses) whose affine is the source geometry.
+
+    NIfTI stores RAS; ITK and 3D Slicer convert back to LPS when reading, so the mask lands on the source.
+    """
+    image = nib.Nifti1Image(_volume(mask, geometry), geometry.affine_ras)
+    image.set_qform(geometry.affine_ras, code=NIFTI_SCANNER_ANAT)
+    image.set_sform(geometry.affine_ras, code=NIFTI_SCANNER_ANAT)
+    image.header.set_xyzt_units("mm")
+    data = image.to_bytes()
+    atomic_write(path, gzip.compress(data) if path.name.endswith(".gz") else data)
+
+
+def write_nrrd(mask: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
+    """Write ``mask`` (label 1) to a gzip-encoded NRRD file in "left-posterior-superior" space."""
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": (geometry.matrix * np.asarray(geometry.spacing)).T,  # one row per index axis
+        "space origin": np.asarray(geometry.origin),
+        "kinds": ["domain", "domain", "domain"],
+        "encoding": "gzip",
+    }
+    buffer = io.BytesIO()
+    nrrd.write(buffer, _volume(mask, geometry), header, index_order="F")
+    atomic_write(path, buffer.getvalue())
