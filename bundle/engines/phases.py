@@ -20,6 +20,8 @@ from ignite.engine import Engine, Events
 
 from bundle.handlers.files import atomic_write
 
+from .distributed import rank, unwrap
+
 
 @dataclass
 class Phase:
@@ -83,7 +85,7 @@ class PhaseSchedule:
         engine.frozen = list(phase.freeze)
         loss = engine.loss_function
         loss.weights = dict(phase.weights) if phase.weights is not None else dict(loss.default_weights)
-        for name, param in engine.network.named_parameters():
+        for name, param in unwrap(engine.network).named_parameters():
             param.requires_grad_(not any(name.startswith(prefix) for prefix in phase.freeze))
         if phase.lr is not None:
             for group in engine.optimizer.param_groups:
@@ -95,8 +97,10 @@ class PhaseSchedule:
         if engine.state.epoch not in self.ends:
             return
         name = self.phases[self.ends.index(engine.state.epoch)].name
+        if rank() != 0:
+            return
         buffer = io.BytesIO()
-        torch.save(engine.network.state_dict(), buffer)
+        torch.save(unwrap(engine.network).state_dict(), buffer)
         atomic_write(self.ckpt_dir / f"phase_{name}.pt", buffer.getvalue())
         self.logger.info("phase '%s' done; saved %s", name, self.ckpt_dir / f"phase_{name}.pt")
 

@@ -9,6 +9,7 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 
 from .batch import batch_to_device, plain
+from .distributed import unwrap
 
 
 class MultiTaskTrainer(SupervisedTrainer):
@@ -42,7 +43,7 @@ class MultiTaskTrainer(SupervisedTrainer):
         batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
         engine.network.train()
         if engine.frozen:
-            for name, module in engine.network.named_modules():
+            for name, module in unwrap(engine.network).named_modules():
                 if any(name.startswith(prefix) for prefix in engine.frozen):
                     module.eval()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
