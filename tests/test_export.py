@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from bundle.export import check_network_io, eval_dim, load_exported
 from bundle.networks import MultiCheXNet
@@ -22,20 +21,8 @@ DATA = SHARED / "data"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A seeded random-initialised checkpoint and its ``ckpt_export`` TorchScript."""
-    work = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    torch.save(MultiCheXNet(num_anchors=4).state_dict(), work / "model.pt")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(work / "model.ts"),
-        "--ckpt_file", str(work / "model.pt"), "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json",
-    ]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {"ckpt": work / "model.pt", "ts": work / "model.ts"}
+def exported(random_export: dict[str, Path]) -> dict[str, Path]:
+    return random_export
 
 
 def test_eval_dim() -> None:
