@@ -25,7 +25,7 @@ def write_dicom_seg(
     path: Path,
     segment_label: str = "lesion",
     model_name: str = "MultiCheXNet",
-    model_version: str = "0.1.0",
+    model_version: str = "unknown",
 ) -> None:
     """Write the (W, H) ``mask`` (indexed [x, y]) of the DICOM ``source`` as a binary DICOM SEG to ``path``.
 
