@@ -81,6 +81,8 @@ def test_evaluate_uses_thresholds_chosen_on_validation(trained: dict[str, Path])
     gates = json.loads((trained["ckpt"] / "thresholds.json").read_text())["gates"]
     assert gates["criterion"] == "youden" and all(0.0 <= gates[g] <= 1.0 for g in ("det_gate", "seg_gate"))
     assert report["thresholds"]["gates"] == {"det_gate": gates["det_gate"], "seg_gate": gates["seg_gate"]}
+    box_score = json.loads((trained["ckpt"] / "thresholds.json").read_text())["detection"]["box_score"]
+    assert report["thresholds"]["detection"] == {"box_score": box_score} and 0.0 <= box_score < 1.0
 
 
 def test_inference_writes_outputs(trained: dict[str, Path], tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from bundle.metrics import (
     MeanDice,
     MultiLabelAUROC,
     RSNAMap,
+    choose_box_score,
     choose_seg_postprocessing,
     choose_thresholds,
     coco_map,
@@ -236,3 +237,14 @@ def test_mean_dice_metric_over_positive_images_only() -> None:
         metric.update((probs, truth, flags))
     assert everything.compute() == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert positives.compute() == pytest.approx(2 / 3)
+
+
+def test_choose_box_score_drops_low_score_false_positives() -> None:
+    truth = [np.array([[0, 0, 10, 10]]), np.zeros((0, 4)), np.array([[20, 20, 30, 30]])]
+    # image 1: an exact hit (0.9) and a stray box (0.3); image 2 (no truth): a stray box (0.2); image 3: a hit (0.6)
+    boxes = [np.array([[0, 0, 10, 10], [40, 40, 50, 50]]), np.array([[5, 5, 15, 15]]), np.array([[20, 20, 30, 30]])]
+    scores = [np.array([0.9, 0.3]), np.array([0.2]), np.array([0.6])]
+    # keeping all: (1/2 + 0 + 1) / 3 = 0.5; above 0.3: image 2 left out -> (1 + 1) / 2 = 1; above 0.65: (1 + 0) / 2
+    assert rsna_map(boxes, scores, truth) == pytest.approx(0.5)
+    assert choose_box_score(boxes, scores, truth) == pytest.approx(0.35)
+    assert choose_box_score(boxes, scores, truth, candidates=(0.0, 0.7)) == 0.0  # 0.5 beats 0.5 at 0.7: the lowest

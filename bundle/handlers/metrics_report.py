@@ -28,6 +28,7 @@ from ignite.engine import Engine, Events
 from bundle.metrics.bootstrap import DEFAULT_RESAMPLES, bootstrap_metrics
 from bundle.metrics.classification import choose_thresholds
 from bundle.metrics.evaluation import Records, Thresholds, evaluation_statistic
+from bundle.metrics.rsna import choose_box_score
 from bundle.metrics.segmentation import choose_seg_postprocessing, dice_for_settings, postprocess_settings
 
 from .files import atomic_write
@@ -136,6 +137,7 @@ class MetricsReport:
             seg_min_area=int(stored["segmentation"]["min_area"]),
             det_gate=float(stored.get("gates", {}).get("det_gate", self.gate_threshold)),
             seg_gate=float(stored.get("gates", {}).get("seg_gate", self.gate_threshold)),
+            det_score=float(stored.get("detection", {}).get("box_score", 0.0)),
             source=str(self.thresholds_file),
         )
 
@@ -145,14 +147,19 @@ class MetricsReport:
         s = records.has_seg.astype(bool)
         threshold, min_area = choose_seg_postprocessing(seg_scores[s], self.settings) if s.any() else (0.5, 0)
         gates = self._choose_gates(records)
+        d = np.flatnonzero(records.has_det)
+        box_score = choose_box_score(
+            [records.pred_boxes[i] for i in d], [records.pred_scores[i] for i in d], [records.true_boxes[i] for i in d]
+        )
         chosen = Thresholds(
-            cls=cls.tolist(), seg_threshold=threshold, seg_min_area=min_area, **gates,
+            cls=cls.tolist(), seg_threshold=threshold, seg_min_area=min_area, **gates, det_score=box_score,
             source=f"chosen on this split ({self.split}), written to {self.thresholds_file}",
         )
         stored = {
             "classification": {"names": self.class_names, "thresholds": chosen.cls, "criterion": self.criterion},
             "segmentation": {"threshold": threshold, "min_area": min_area, "criterion": "mean per-image Dice"},
             "gates": {**gates, "criterion": "youden"},
+            "detection": {"box_score": box_score, "criterion": "RSNA challenge score"},
             "chosen_on": {"datalist": self.datalist, "split": self.split},
             "checkpoint_sha256": sha256_of(self.checkpoint) if self.checkpoint else None,
         }
@@ -303,6 +310,7 @@ class MetricsReport:
                 "classification": dict(zip(self.class_names, thresholds.cls)),
                 "segmentation": {"threshold": thresholds.seg_threshold, "min_area": thresholds.seg_min_area},
                 "gates": {"det_gate": thresholds.det_gate, "seg_gate": thresholds.seg_gate},
+                "detection": {"box_score": thresholds.det_score},
             },
             "bootstrap": {
                 "unit": "patient", "resamples": self.n_resamples, "seed": self.seed,

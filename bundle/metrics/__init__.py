@@ -13,7 +13,7 @@ from .classification import (
     threshold_metrics,
 )
 from .detection import CocoAP, DetectionMAP, coco_map
-from .rsna import RSNAMap, rsna_image_score, rsna_map
+from .rsna import RSNAMap, choose_box_score, rsna_image_score, rsna_map
 from .segmentation import (
     MeanDice,
     choose_seg_postprocessing,
@@ -53,6 +53,7 @@ __all__ = [
     "per_class_auroc",
     "positive_dice",
     "postprocess_mask",
+    "choose_box_score",
     "rsna_image_score",
     "rsna_map",
     "threshold_metrics",

@@ -14,7 +14,7 @@ import numpy as np
 
 from .classification import binary_auroc, per_class_auroc, threshold_metrics
 from .detection import COCO_IOU_RANGE, CocoAP
-from .rsna import mean_over_scored_images, rsna_image_score
+from .rsna import above_score, mean_over_scored_images, rsna_image_score
 from .segmentation import mean_dice, positive_dice
 
 CLS_PER_CLASS: tuple[str, ...] = ("accuracy", "f1", "sensitivity", "specificity")
@@ -29,6 +29,7 @@ class Thresholds:
         seg_threshold: probability above which a pixel is in the predicted mask.
         seg_min_area: connected components smaller than this (pixels) are removed from the predicted mask.
         det_gate, seg_gate: gate probabilities below which the gated metrics drop an image's boxes / mask.
+        det_score: box score below which a box is not submitted to the RSNA metric (COCO AP ranks all boxes).
         source: where the values come from (a thresholds file, a choice on this split, or defaults).
     """
 
@@ -37,6 +38,7 @@ class Thresholds:
     seg_min_area: int = 0
     det_gate: float = 0.5
     seg_gate: float = 0.5
+    det_score: float = 0.0
     source: str = "default"
 
 
@@ -89,7 +91,10 @@ def evaluation_statistic(
     seg_gated = np.where(seg_open, r.seg_dice, np.where(r.seg_positive, 0.0, 1.0))
     det_idx = np.flatnonzero(r.has_det)
     rsna = np.full(len(r), np.nan)
-    rsna[det_idx] = [rsna_image_score(r.pred_boxes[i], r.pred_scores[i], r.true_boxes[i]) for i in det_idx]
+    rsna[det_idx] = [
+        rsna_image_score(*above_score(r.pred_boxes[i], r.pred_scores[i], thresholds.det_score), r.true_boxes[i])
+        for i in det_idx
+    ]
     det_truth_pos = np.array([len(b) > 0 for b in r.true_boxes], dtype=bool)
     # an image gated shut has no predictions: RSNA scores it 0 with truth and leaves it out without
     rsna_gated = np.where(det_open, rsna, np.where(det_truth_pos, 0.0, np.nan))

@@ -71,6 +71,34 @@ def rsna_map(
     )
 
 
+#: Box-score thresholds tried by :func:`choose_box_score`: keep every box, then 0.05 to 0.95.
+BOX_SCORE_CANDIDATES: tuple[float, ...] = (0.0, *(round(0.05 * i, 2) for i in range(1, 20)))
+
+
+def above_score(boxes: np.ndarray, scores: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes (and their scores) whose score reaches ``min_score``."""
+    boxes, scores = np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(scores, dtype=float)
+    keep = scores >= min_score
+    return boxes[keep], scores[keep]
+
+
+def choose_box_score(
+    pred_boxes: Sequence[np.ndarray],
+    pred_scores: Sequence[np.ndarray],
+    true_boxes: Sequence[np.ndarray],
+    candidates: Sequence[float] = BOX_SCORE_CANDIDATES,
+) -> float:
+    """The box-score threshold with the highest RSNA score on these (validation) images; the RSNA metric counts
+    every submitted box, so a detector's low-score boxes must be cut before scoring (ties: the lowest)."""
+    best, best_score = float(candidates[0]), -1.0
+    for candidate in candidates:
+        kept = [above_score(b, s, candidate) for b, s in zip(pred_boxes, pred_scores)]
+        score = rsna_map([k[0] for k in kept], [k[1] for k in kept], true_boxes)
+        if np.isfinite(score) and score > best_score:
+            best, best_score = float(candidate), score
+    return best
+
+
 def mean_over_scored_images(scores: Sequence[float] | np.ndarray) -> float:
     """Mean of per-image RSNA scores without the left-out (NaN) images; NaN when all are left out."""
     scores = np.asarray(scores, dtype=float)

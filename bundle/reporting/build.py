@@ -47,7 +47,8 @@ def run_section(name: str, path: Path, run: Mapping[str, Any], out_dir: Path, bo
         f"patients; {data['images_with_cls']} with findings, {data['images_with_seg']} with masks, "
         f"{data['images_with_det']} with boxes. Checkpoint: {ckpt['path']} (sha256 {ckpt['sha256']}). "
         f"Thresholds: {thr['source']}; mask threshold {thr['segmentation']['threshold']}, minimum component "
-        f"{thr['segmentation']['min_area']} px, gates {thr['gates']}. CIs: {boot['method']} bootstrap over "
+        f"{thr['segmentation']['min_area']} px, gates {thr['gates']}, RSNA box score "
+        f"{thr.get('detection', {}).get('box_score', 0.0)}. CIs: {boot['method']} bootstrap over "
         f"{boot['unit']}s, {boot['resamples']} resamples, seed {boot['seed']}."
     ))
     metrics = run["metrics"]
