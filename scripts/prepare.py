@@ -5,7 +5,8 @@ paths relative to its folder and prints a summary. See docs/data.md for each sou
 
     python scripts/prepare.py nih --data_entry Data_Entry_2017.csv --images_dir images --output nih.json
     python scripts/prepare.py siim --rle_csv train-rle.csv --images_dir dicom-images-train --output siim.json
-    python scripts/prepare.py validate siim.json
+    python scripts/prepare.py siim ... --split_like nih.json --nih_map siim_to_nih.csv --output siim.json
+    python scripts/prepare.py validate siim.json --with_datalists nih.json
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import fire
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.data import sources  # noqa: E402
-from bundle.data.check import entry_problems  # noqa: E402
-from bundle.data.datalist import read_entries  # noqa: E402
+from bundle.data.check import split_report, split_rows  # noqa: E402
+from bundle.data.datalist import DatalistError, read_datalist  # noqa: E402
 from bundle.data.labels import NIH_FINDINGS  # noqa: E402
-from bundle.data.splits import SPLITS, split_by_patient, split_with_test_list  # noqa: E402
+from bundle.data.splits import (  # noqa: E402
+    SPLITS, fixed_splits, leak_message, patient_keys, split_by_patient, split_leaks, split_with_test_list,
+)
 
 
 def _as_list(value: Any) -> list[str]:
@@ -55,6 +58,16 @@ def summarise(splits: dict[str, list[dict[str, Any]]], box_classes: list[str], s
     return "\n".join(lines)
 
 
+def _reference_splits(split_like: Any, to_nih: dict[str, str]) -> dict[Any, str]:
+    """Patient key to split in the datalists ``split_like``; exits when they leak among themselves."""
+    paths = _as_list(split_like)
+    rows = list(split_rows(paths, to_nih))
+    leaks = split_leaks(rows)
+    if leaks:
+        raise SystemExit(f"{', '.join(paths)}: {leak_message(leaks)}")
+    return {key: split for split, _, keys in rows for key in keys}
+
+
 def write_datalist(
     result: sources.SourceResult,
     output: str,
@@ -63,19 +76,34 @@ def write_datalist(
     seed: int = 0,
     merge_box_classes: str | None = None,
     test_list: str | None = None,
+    split_like: Any = None,
+    nih_map: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Split ``result`` by patient, write it to ``output`` with relative paths, print the summary."""
+    """Split ``result`` by patient, write it to ``output`` with relative paths, print the summary.
+
+    Patients that the datalists ``split_like`` already hold (matched as :func:`check_splits` matches them, with
+    ``nih_map`` for ids that name NIH images) keep their split there. The written splits are checked to share
+    no patient; a leak exits without writing.
+    """
     entries = result.entries
     if not entries:
         raise SystemExit(f"{source}: no entries to write (check the paths and filters)")
     box_classes = sources.index_box_classes(entries, merge_box_classes)
     fractions = [float(f) for f in _as_list(fractions)]
+    to_nih = sources.read_nih_map(nih_map) if nih_map else {}
     if test_list:
+        if split_like:
+            raise SystemExit("--test_list and --split_like both fix the test split: give one of them")
         names = Path(test_list).read_text().split()
         val_fraction = fractions[1] / (fractions[0] + fractions[1])
         splits = split_with_test_list(entries, names, val_fraction=val_fraction, seed=seed)
     else:
-        splits = split_by_patient(entries, fractions, seed)
+        fixed = fixed_splits(entries, _reference_splits(split_like, to_nih), source, to_nih) if split_like else None
+        splits = split_by_patient(entries, fractions, seed, fixed)
+    leaks = split_leaks((name, f"{name}[{i}]", patient_keys(e, source, to_nih))
+                        for name, items in splits.items() for i, e in enumerate(items))
+    if leaks:
+        raise SystemExit(f"{source}: not written, {leak_message(leaks)}")
     out = Path(output).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     for entry in entries:
@@ -89,13 +117,15 @@ def write_datalist(
 
 
 class Prepare:
-    """Datalist preparation; every subcommand takes --output, --fractions train,val,test and --seed."""
+    """Datalist preparation; every subcommand takes --output, --fractions train,val,test and --seed, and (except
+    nih with --test_list) --split_like DATALISTS: patients those datalists hold keep their split, so that
+    datasets mixed in training share no patient across splits."""
 
     def nih(
         self, data_entry: str, images_dir: str, output: str, bbox_list: str | None = None,
         rsna_labels: str | None = None, rsna_map: str | None = None, train_val_list: str | None = None,
         test_list: str | None = None, views: Any = "PA,AP", fractions: Any = "0.8,0.1,0.1", seed: int = 0,
-        merge_box_classes: str | None = None, on_missing: str = "error",
+        merge_box_classes: str | None = None, on_missing: str = "error", split_like: Any = None,
     ) -> None:
         """NIH ChestX-ray14 (+ NIH boxes, + RSNA boxes through a patientId-to-Image-Index map).
 
@@ -109,48 +139,75 @@ class Prepare:
             if test_list:
                 allowed |= set(Path(test_list).read_text().split())
             result.entries = [e for e in result.entries if Path(e["image"]).name in allowed]
-        write_datalist(result, output, "nih", fractions, seed, merge_box_classes, test_list)
+        write_datalist(result, output, "nih", fractions, seed, merge_box_classes, test_list, split_like)
 
     def rsna(
         self, labels_csv: str, images_dir: str, output: str, image_map: str | None = None, box_space: float = 1024.0,
-        fractions: Any = "0.8,0.1,0.1", seed: int = 0, on_missing: str = "error",
+        fractions: Any = "0.8,0.1,0.1", seed: int = 0, on_missing: str = "error", nih_map: str | None = None,
+        split_like: Any = None,
     ) -> None:
-        """RSNA Pneumonia Detection: stage_2_train_labels.csv with DICOMs named by patientId."""
-        result = sources.rsna(labels_csv, images_dir, image_map, box_space, on_missing)
-        write_datalist(result, output, "rsna", fractions, seed)
+        """RSNA Pneumonia Detection: stage_2_train_labels.csv with DICOMs named by patientId.
+
+        ``nih_map`` (patientId to NIH Image Index, e.g. patient_to_nih.csv) splits by NIH patient: RSNA gives each
+        image its own patientId, but several are images of one NIH patient. An ``image_map`` naming NIH images
+        does the same.
+        """
+        result = sources.rsna(labels_csv, images_dir, image_map, box_space, on_missing, nih_map)
+        write_datalist(result, output, "rsna", fractions, seed, split_like=split_like, nih_map=nih_map)
 
     def siim(
         self, rle_csv: str, images_dir: str, output: str, fractions: Any = "0.8,0.1,0.1", seed: int = 0,
-        on_missing: str = "error",
+        on_missing: str = "error", nih_map: str | None = None, split_like: Any = None,
     ) -> None:
-        """SIIM-ACR Pneumothorax: train-rle.csv with the DICOMs (any folder depth); masks stay RLE."""
-        write_datalist(sources.siim(rle_csv, images_dir, on_missing), output, "siim", fractions, seed)
+        """SIIM-ACR Pneumothorax: train-rle.csv with the DICOMs (any folder depth); masks stay RLE.
+
+        ``nih_map`` (ImageId to NIH Image Index) splits the images it maps by NIH patient.
+        """
+        result = sources.siim(rle_csv, images_dir, on_missing, nih_map)
+        write_datalist(result, output, "siim", fractions, seed, split_like=split_like, nih_map=nih_map)
 
     def covid(
         self, metadata_csv: str, output: str, images_dir: str | None = None, masks_dir: str | None = None,
         views: Any = "PA,AP", fractions: Any = "0.8,0.1,0.1", seed: int = 0, on_missing: str = "error",
+        split_like: Any = None,
     ) -> None:
         """COVID-19 image data collection (metadata.csv), X-rays of the given views, optional lung masks."""
         result = sources.covid(metadata_csv, images_dir, masks_dir, _as_list(views), on_missing)
-        write_datalist(result, output, "covid", fractions, seed)
+        write_datalist(result, output, "covid", fractions, seed, split_like=split_like)
 
     def folder(
         self, images_dir: str, output: str, masks_dir: str | None = None, patient_pattern: str | None = None,
-        fractions: Any = "0.8,0.1,0.1", seed: int = 0,
+        fractions: Any = "0.8,0.1,0.1", seed: int = 0, split_like: Any = None,
     ) -> None:
         """Any folder of images, masks matched by file stem, patient id from a regex on the stem."""
-        write_datalist(sources.folder(images_dir, masks_dir, patient_pattern), output, "folder", fractions, seed)
+        result = sources.folder(images_dir, masks_dir, patient_pattern)
+        write_datalist(result, output, "folder", fractions, seed, split_like=split_like)
 
-    def validate(self, datalist: str, num_classes: int = len(NIH_FINDINGS)) -> None:
-        """Decode and check every entry of every split; print all problems; exit 1 if there are any."""
+    def validate(
+        self, datalist: str, num_classes: int = len(NIH_FINDINGS), with_datalists: Any = (), mappings: Any = (),
+    ) -> None:
+        """Check a datalist; print every problem, one line each; exit 1 if there is any.
+
+        Every entry of every split is decoded and its labels checked (``split[index] file: problem``); duplicate
+        entries and an empty training list are problems; no patient may be in two splits, of this datalist and
+        of ``with_datalists`` (others trained with it) together, matched through ``mappings`` (CSVs of RSNA
+        patientId / SIIM ImageId to NIH Image Index) too.
+        """
         start, total, report = time.perf_counter(), 0, []
-        content = json.loads(Path(datalist).read_text())
-        for key in SPLITS:
-            if key not in content:
-                continue
-            for index, entry in enumerate(read_entries(datalist, key)):
-                total += 1
-                report.extend(f"{key}[{index}] {entry['image']}: {p}" for p in entry_problems(entry, num_classes))
+        try:
+            content = read_datalist(datalist)
+            for key in (k for k in SPLITS if k in content):
+                _, problems, count = split_report(datalist, key, num_classes, allow_empty=key != "training")
+                total += count
+                report.extend(problems)
+            if "training" not in content:
+                report.append(f"{datalist}: no 'training' list")
+            to_nih = {k: v for m in _as_list(mappings) for k, v in sources.read_nih_map(m).items()}
+            leaks = split_leaks(split_rows([datalist, *_as_list(with_datalists)], to_nih))
+            if leaks:
+                report.append(f"splits: {leak_message(leaks)}")
+        except (DatalistError, sources.SourceError) as err:
+            report.append(str(err))
         print(f"checked {total} entries in {time.perf_counter() - start:.1f} s: {len(report)} problem(s)")
         if report:
             print("\n".join(report))

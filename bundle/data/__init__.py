@@ -1,12 +1,12 @@
 """Data: dataset readers, image loading, datalists and checks, the multi-task sample format, transforms, batching."""
 
 from .augment import RandAffineBoxd
-from .check import check_datalist
+from .check import check_datalist, check_splits
 from . import mixing
 from .collate import multitask_collate
-from .datalist import DatalistError, describe_datalist, load_datalist, read_entries
+from .datalist import DatalistError, describe_datalist, load_datalist, read_datalist, read_entries
 from .labels import NIH_FINDINGS, UNKNOWN_LABEL
-from .readers import CXRDicomReader, ImageReadError, LoadCXRd, load_cxr
+from .readers import CXRDicomReader, ImageReadError, LoadCXRd, is_dicom_file, load_cxr
 from .rle import RLEError, rle_decode, rle_encode
 from .splits import split_by_patient
 from .synthetic import demo_inputs, make_demo_dataset
@@ -25,13 +25,16 @@ __all__ = [
     "ResizeTargetsd",
     "UNKNOWN_LABEL",
     "check_datalist",
+    "check_splits",
     "check_spatial_size",
     "describe_datalist",
+    "is_dicom_file",
     "load_cxr",
     "load_datalist",
     "demo_inputs",
     "make_demo_dataset",
     "multitask_collate",
+    "read_datalist",
     "read_entries",
     "rle_decode",
     "rle_encode",

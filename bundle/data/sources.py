@@ -1,6 +1,8 @@
 """Readers of the public datasets' official label files, each returning datalist entries.
 
-An entry has ``image`` (absolute path), ``patient_id`` and whichever labels the source has: ``cls`` (14 NIH
+An entry has ``image`` (absolute path), ``patient_id`` (for RSNA and SIIM images mapped to NIH ChestX-ray14,
+the NIH patient, so that a patient's images share a split; the NIH ``Image Index`` is kept as ``nih_image``)
+and whichever labels the source has: ``cls`` (14 NIH
 findings, 1/0, ``UNKNOWN_LABEL`` where the source does not grade a finding), ``boxes`` (xyxy in image pixels,
 x = column) with ``box_labels`` (class *names* here; :func:`index_box_classes` turns them into indices),
 ``mask`` (a file) or ``mask_rle`` (SIIM encodings). A key is absent when that label kind is not annotated.
@@ -24,6 +26,7 @@ from PIL import Image
 
 from .labels import NIH_FINDINGS, UNKNOWN_LABEL
 from .rle import RLEError, parse_rle
+from .splits import nih_patient
 
 OnMissing = Literal["error", "skip", "ignore"]
 IMAGE_SUFFIXES: tuple[str, ...] = (
@@ -216,6 +219,31 @@ def read_mapping(path: str | Path, key: str) -> dict[str, str]:
     return {row[header.index(key)].strip(): row[value].strip() for row in rows if row}
 
 
+def read_nih_map(path: str | Path) -> dict[str, str]:
+    """A CSV mapping another dataset's ids (RSNA patientId, SIIM ImageId, ...) to NIH ``Image Index``: the
+    "Image Index" column and one other (the id)."""
+    header, rows = read_csv(path, ["Image Index"])
+    if len(header) != 2:
+        raise SourceError(f"{path}: expected two columns, an id and 'Image Index'; header is {header}")
+    target = header.index("Image Index")
+    mapping: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        if len(row) != 2 or nih_patient(row[target].strip()) is None:
+            raise SourceError(f"{path} line {line}: expected an id and an NIH Image Index like 00000001_000.png, got {row}")
+        mapping[row[1 - target].strip()] = row[target].strip()
+    return mapping
+
+
+def _mapped_patient(entry: dict[str, Any], image_index: str | None) -> dict[str, Any]:
+    """``entry`` with its NIH ``nih_image`` and, as ``patient_id``, the NIH patient, when ``image_index`` is one."""
+    patient = nih_patient(image_index) if image_index else None
+    if patient is not None:
+        entry["nih_image"], entry["patient_id"] = image_index, patient
+    return entry
+
+
 def nih(
     data_entry: str | Path,
     images_dir: str | Path,
@@ -266,9 +294,16 @@ def rsna(
     image_map: str | Path | None = None,
     box_space: float = 1024.0,
     on_missing: OnMissing = "error",
+    nih_map: str | Path | None = None,
 ) -> SourceResult:
-    """RSNA Pneumonia: "opacity" boxes per image (``{patientId}.dcm``, or the file ``image_map`` names)."""
+    """RSNA Pneumonia: "opacity" boxes per image (``{patientId}.dcm``, or the file ``image_map`` names).
+
+    RSNA gives each image its own patientId, but its images are NIH ChestX-ray14 images, several of one NIH
+    patient: where ``nih_map`` (patientId to NIH Image Index), or an ``image_map`` naming NIH images, tells the
+    NIH image, the NIH patient becomes ``patient_id`` (:func:`_mapped_patient`).
+    """
     mapping = read_mapping(image_map, "patientId") if image_map else {}
+    to_nih = read_nih_map(nih_map) if nih_map else {}
     index = ImageIndex(images_dir, on_missing)
     entries = []
     for pid, boxes in read_rsna_boxes(labels_csv).items():
@@ -276,10 +311,9 @@ def rsna(
         if path is None:
             continue
         patient = dicom_patient_id(path, pid) if path.suffix.lower() == ".dcm" else pid
-        entries.append(
-            {"image": str(path), "patient_id": patient, "boxes": scale_boxes(boxes, path, box_space),
-             "box_labels": ["opacity"] * len(boxes)}
-        )
+        entry = {"image": str(path), "patient_id": patient, "boxes": scale_boxes(boxes, path, box_space),
+                 "box_labels": ["opacity"] * len(boxes)}
+        entries.append(_mapped_patient(entry, to_nih.get(pid) or mapping.get(pid)))
     return index.result(entries, labels_csv)
 
 
@@ -300,11 +334,15 @@ def read_siim_rle(rle_csv: str | Path) -> dict[str, list[str]]:
     return masks
 
 
-def siim(rle_csv: str | Path, images_dir: str | Path, on_missing: OnMissing = "error") -> SourceResult:
+def siim(
+    rle_csv: str | Path, images_dir: str | Path, on_missing: OnMissing = "error", nih_map: str | Path | None = None
+) -> SourceResult:
     """SIIM-ACR pneumothorax: DICOM ``{ImageId}.dcm`` found anywhere under ``images_dir``, masks kept as RLE.
 
-    ``cls`` grades only Pneumothorax (1 when the image has a mask); other findings are unknown.
+    ``cls`` grades only Pneumothorax (1 when the image has a mask); other findings are unknown. ``nih_map``
+    (ImageId to NIH Image Index) makes the NIH patient the ``patient_id`` of the images it maps.
     """
+    to_nih = read_nih_map(nih_map) if nih_map else {}
     index = ImageIndex(images_dir, on_missing)
     position = NIH_FINDINGS.index("Pneumothorax")
     entries = []
@@ -315,7 +353,8 @@ def siim(rle_csv: str | Path, images_dir: str | Path, on_missing: OnMissing = "e
         cls = [UNKNOWN_LABEL] * len(NIH_FINDINGS)
         cls[position] = int(bool(rles))
         patient = dicom_patient_id(path, image_id)
-        entries.append({"image": str(path), "patient_id": patient, "cls": cls, "mask_rle": rles})
+        entry = {"image": str(path), "patient_id": patient, "cls": cls, "mask_rle": rles}
+        entries.append(_mapped_patient(entry, to_nih.get(image_id)))
     return index.result(entries, rle_csv)
 
 
