@@ -17,6 +17,7 @@ from bundle.decisions import (
     MaskPostprocessing,
     OperatingPoint,
     decide,
+    image_heads,
     prediction_record,
 )
 
@@ -110,6 +111,20 @@ def test_decision_is_the_same_from_numpy_and_torch_float32() -> None:
     np.testing.assert_array_equal(a.seg_prob, b.seg_prob)
     assert a.findings == b.findings and a.gates == b.gates and a.boxes == b.boxes
     assert prediction_record(a, "x.png", "1.0") == prediction_record(b, "x.png", "1.0")
+
+
+def test_decision_of_each_image_of_a_batched_output() -> None:
+    one, other = heads(), heads(det_gate=0.1)
+    keys = ("cls", "seg", "det_gate", "seg_gate")
+    batched = {key: torch.from_numpy(np.stack([one[key], other[key]])) for key in keys}
+    batched["det_gated_in"] = torch.tensor([True, False])
+    found = [{key: torch.from_numpy(h[key]) for key in ("boxes", "scores", "labels")} for h in (one, other)]
+    second = image_heads(batched, 1, found)
+    assert set(second) == {*batched, "boxes", "scores", "labels"}
+    decision = decide(second, policy(), ORIGINAL)
+    assert not decision.gates["det_gate"].open and not decision.gates["det_gate"].head_ran and decision.boxes == []
+    first = decide(image_heads(batched, 0, found), policy(), ORIGINAL)
+    assert first.findings == decide(one, policy(), ORIGINAL).findings
 
 
 def test_decision_reports_a_head_the_runtime_skipped() -> None:

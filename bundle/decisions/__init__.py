@@ -40,7 +40,16 @@ from .postprocess import (
     resize_bilinear,
     scale_boxes,
 )
-from .record import BoxDecision, Decision, FindingDecision, GateDecision, box_in_mm, decide, prediction_record
+from .record import (
+    BoxDecision,
+    Decision,
+    FindingDecision,
+    GateDecision,
+    box_in_mm,
+    decide,
+    image_heads,
+    prediction_record,
+)
 from .schema import SCHEMA_PATH, SCHEMA_VERSION, prediction_schema, validate_record
 from .warnings import dicom_warnings
 
@@ -75,6 +84,7 @@ __all__ = [
     "fit_calibrations",
     "fit_isotonic",
     "fit_temperature",
+    "image_heads",
     "logit",
     "nms",
     "postprocess_boxes",

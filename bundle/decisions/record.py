@@ -20,8 +20,9 @@ from .policy import GATED_HEAD, GATES, POLICY_VERSION, DecisionPolicy
 from .postprocess import postprocess_boxes, postprocess_mask, resize_bilinear, scale_boxes
 from .schema import SCHEMA_VERSION
 
-#: Head output keys of the detector's decoded boxes.
+#: Head output keys of the detector's decoded boxes, and the network's per-image keys.
 BOX_KEYS: tuple[str, ...] = ("boxes", "scores", "labels")
+NETWORK_KEYS: tuple[str, ...] = ("cls", "seg", "det_gate", "seg_gate", "det_gated_in", "seg_gated_in")
 #: Decimals kept in the record: probabilities and scores, pixel coordinates, millimetres.
 PROB_DECIMALS, PIXEL_DECIMALS, MM_DECIMALS = 6, 3, 3
 
@@ -78,6 +79,18 @@ class Decision:
     @property
     def positive_findings(self) -> list[str]:
         return [name for name, f in self.findings.items() if f.positive]
+
+
+def image_heads(
+    pred: Mapping[str, Any], i: int, detections: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Image ``i``'s head outputs for :func:`decide`, from a batched network output (``cls`` (B, C), ``seg``
+    (B, 1, W, H), gates (B, 1), ``*_gated_in`` (B,)) and the detector's per-image ``boxes`` / ``scores`` /
+    ``labels`` (``CheXDetector.predict``)."""
+    one = {key: pred[key][i] for key in NETWORK_KEYS if key in pred}
+    if detections is not None:
+        one.update({key: detections[i][key] for key in BOX_KEYS})
+    return one
 
 
 def _head(heads: Mapping[str, Any], key: str, shape: tuple[int | None, ...]) -> np.ndarray:
