@@ -25,8 +25,10 @@ def entry_problems(entry: dict[str, Any], num_classes: int = len(NIH_FINDINGS)) 
     """Every problem of one entry: image/mask missing or undecodable, mask size, boxes outside, bad labels."""
     try:
         loaded = LoadCXRd()(entry)
-    except (ImageReadError, RLEError) as err:
+    except ImageReadError as err:
         return [str(err)]
+    except RLEError as err:
+        return [f"'mask_rle': {err}"]
     return PrepareTargetsd(num_classes).problems(loaded)
 
 
