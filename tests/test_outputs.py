@@ -18,8 +18,7 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, SegmentationStorage, generate_uid
+from pydicom.uid import SegmentationStorage, generate_uid
 
 from bundle.handlers import PredictionWriter
 from bundle.networks import MultiCheXNet
@@ -28,7 +27,6 @@ from bundle.outputs import (
     box_in_mm,
     measurement_spacing,
     read_geometry,
-    readable_inputs,
     roi_markups,
     write_dicom_seg,
     write_nifti,
@@ -37,34 +35,13 @@ from bundle.outputs import (
 from bundle.outputs.geometry import LPS_TO_RAS
 
 from .conftest import ROOT, SHARED
+from .images import write_dicom
 
 DATA = SHARED / "data"
 SIIM = sorted((DATA / "siim" / "dicom").glob("*.dcm"))
 NIH_PNG = DATA / "nih_fullres" / "00000001_000.png"
 COVID_JPEG = DATA / "covid" / "images" / "00870a9c.jpg"
 SCHEMA = SHARED / "schemas" / "slicer-markups-schema-v1.0.3.json"
-
-
-def _dicom(path: Path, columns: int, rows: int, **attributes: object) -> Path:
-    """An uncompressed 8-bit Secondary Capture radiograph (Modality CR) with the given extra attributes."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Outputs", "outputs", "", "O"
-    ds.StudyDate, ds.StudyTime, ds.StudyID = "20240101", "000000", "1"
-    ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
-    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CR", 1, 1
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, columns, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = (np.arange(rows * columns) % 251).astype(np.uint8).tobytes()
-    for name, value in attributes.items():
-        setattr(ds, name, value)
-    ds.save_as(str(path), enforce_file_format=True)
-    return path
 
 
 def _source(kind: str, folder: Path) -> Path:
@@ -78,7 +55,7 @@ def _source(kind: str, folder: Path) -> Path:
         Image.fromarray((np.arange(30 * 40) % 256).astype(np.uint8).reshape(30, 40)).save(path, dpi=(254, 127))
         return path
     if kind == "dicom_oblique":  # anisotropic spacing, a position and a non-identity orientation
-        return _dicom(
+        return write_dicom(
             folder / "oblique.dcm", 40, 30, PixelSpacing=[0.2, 0.1], ImagePositionPatient=[10.0, -20.0, 30.0],
             ImageOrientationPatient=[0.0, 1.0, 0.0, 0.0, 0.0, -1.0],
         )
@@ -241,7 +218,7 @@ def test_dicom_seg_of_real_radiograph(index: int, tmp_path: Path) -> None:
 
 
 def test_dicom_seg_of_positioned_image_keeps_plane(tmp_path: Path) -> None:
-    source = _dicom(
+    source = write_dicom(
         tmp_path / "positioned.dcm", 40, 30, PixelSpacing=[0.2, 0.1], SliceThickness=1.0,
         ImagePositionPatient=[10.0, -20.0, 30.0], ImageOrientationPatient=[0.0, 1.0, 0.0, 0.0, 0.0, -1.0],
         FrameOfReferenceUID=generate_uid(),
@@ -258,39 +235,41 @@ def test_dicom_seg_of_positioned_image_keeps_plane(tmp_path: Path) -> None:
 
 
 def test_box_millimetres_from_dicom_pixel_spacing(tmp_path: Path) -> None:
-    calibrated = _dicom(tmp_path / "a.dcm", 40, 30, PixelSpacing=[0.2, 0.1], ImagerPixelSpacing=[0.3, 0.15])
-    detector = _dicom(tmp_path / "b.dcm", 40, 30, ImagerPixelSpacing=[0.3, 0.15])
+    calibrated = write_dicom(tmp_path / "a.dcm", 40, 30, PixelSpacing=[0.2, 0.1], ImagerPixelSpacing=[0.3, 0.15])
+    detector = write_dicom(tmp_path / "b.dcm", 40, 30, ImagerPixelSpacing=[0.3, 0.15])
     assert measurement_spacing(calibrated) == ((0.1, 0.2), "PixelSpacing")  # (x, y) from (row, column)
     assert measurement_spacing(detector) == ((0.15, 0.3), "ImagerPixelSpacing")
-    assert measurement_spacing(_dicom(tmp_path / "c.dcm", 40, 30)) is None
+    assert measurement_spacing(write_dicom(tmp_path / "c.dcm", 40, 30)) is None
     assert measurement_spacing(_source("png", tmp_path)) is None
     assert box_in_mm([10, 5, 30, 25], (0.1, 0.2)) == {"box_mm": [1.0, 1.0, 3.0, 5.0], "size_mm": [2.0, 4.0]}
 
 
-def _head_outputs(model_size: tuple[int, int]) -> dict[str, object]:
-    """An evaluator output of one image: a seg probability with a lit block and one box."""
-    seg = torch.zeros(1, 1, *model_size)
-    seg[0, 0, 2:5, 1:3] = 1.0
+def _item(source: Path, original: tuple[int, int], model_size: tuple[int, int]) -> dict[str, object]:
+    """A folder-inference item of one image: a seg probability with a lit block and one box."""
+    seg = torch.zeros(1, *model_size)
+    seg[0, 2:5, 1:3] = 1.0
     return {
+        "source": str(source),
+        "name": source.stem,
+        "original_size": original,
+        "model_size": model_size,
         "seg_prob": seg,
-        "cls_prob": torch.full((1, 14), 0.25),
-        "det": [
-            {"boxes": torch.tensor([[2.0, 1.0, 6.0, 4.0]]), "scores": torch.tensor([0.8]), "labels": torch.tensor([0])}
-        ],
-        "det_gate_prob": torch.tensor([0.7]),
-        "seg_gate_prob": torch.tensor([0.6]),
+        "cls_prob": torch.full((14,), 0.25),
+        "det": {"boxes": torch.tensor([[2.0, 1.0, 6.0, 4.0]]), "scores": torch.tensor([0.8]), "labels": torch.tensor([0])},
+        "det_gate_prob": torch.tensor(0.7),
+        "seg_gate_prob": torch.tensor(0.6),
     }
 
 
 def test_writer_reports_a_failing_format_and_writes_the_rest(tmp_path: Path) -> None:
     """A DICOM with a frame of reference but no SliceThickness: highdicom refuses the SEG; the rest is written."""
-    source = _dicom(
+    source = write_dicom(
         tmp_path / "no_thickness.dcm", 40, 30, PixelSpacing=[0.2, 0.1], ImagePositionPatient=[0.0, 0.0, 0.0],
         ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], FrameOfReferenceUID=generate_uid(),
     )
     report = ErrorReport(tmp_path / "out" / "errors.json")
-    writer = PredictionWriter(str(tmp_path / "out"), [f"c{i}" for i in range(14)], error_report=report)
-    files = writer.write_one(str(source), (40, 30), (8, 6), _head_outputs((8, 6)), 0)
+    writer = PredictionWriter(str(tmp_path / "out"), [f"c{i}" for i in range(14)], report)
+    files = writer.write_one(_item(source, (40, 30), (8, 6)))
     assert set(files) == {"json", "png", "nifti", "nrrd", "markups"}
     errors = json.loads(report.path.read_text())
     assert [(e["file"], e["stage"]) for e in errors] == [(str(source), "dicom_seg")] and errors[0]["problem"]
@@ -299,24 +278,6 @@ def test_writer_reports_a_failing_format_and_writes_the_rest(tmp_path: Path) -> 
     (box,) = record["boxes"]
     assert box["box"] == [10.0, 5.0, 30.0, 20.0] and box["box_mm"] == [1.0, 1.0, 3.0, 4.0]  # model 8x6 -> 40x30
     assert box["size_mm"] == [2.0, 3.0] and record["outputs"]["markups"] == "no_thickness_boxes.mrk.json"
-    with pytest.raises(AttributeError):  # without a report the failure stops the run
-        PredictionWriter(str(tmp_path / "strict"), [f"c{i}" for i in range(14)]).write_one(
-            str(source), (40, 30), (8, 6), _head_outputs((8, 6)), 0
-        )
-
-
-def test_readable_inputs_reports_unreadable_and_clashing_files(tmp_path: Path) -> None:
-    good = _source("png", tmp_path)
-    truncated = tmp_path / "truncated.png"
-    truncated.write_bytes(good.read_bytes()[:600])
-    clash = _dicom(tmp_path / "synthetic.dcm", 40, 30)  # same output stem as synthetic.png
-    report = ErrorReport(tmp_path / "out" / "errors.json")
-    assert readable_inputs([good, truncated, clash], report) == [{"image": str(good)}]
-    errors = json.loads(report.path.read_text())
-    assert [(e["file"], e["stage"]) for e in errors] == [(str(truncated), "input"), (str(clash), "input")]
-    assert "truncated" in errors[0]["problem"] and "synthetic.png" in errors[1]["problem"]
-    with pytest.raises(ValueError, match="none of the 1 input images"):
-        readable_inputs([truncated], ErrorReport(tmp_path / "none" / "errors.json"))
 
 
 def test_inference_on_mixed_folder_with_a_corrupt_file(tmp_path: Path) -> None:
@@ -345,8 +306,8 @@ def test_inference_on_mixed_folder_with_a_corrupt_file(tmp_path: Path) -> None:
     errors = json.loads((out / "errors.json").read_text())
     assert [(Path(e["file"]).name, e["stage"]) for e in errors] == [("truncated.jpg", "input")]
     assert "truncated.jpg" in log and "image file is truncated" in log
-    for n in range(1, 5):
-        assert f"[{n}/4]" in log  # progress, one line per image
+    for n in range(1, 6):
+        assert f"[{n}/5]" in log  # progress, one line per file
     for path in reals:
         stem = path.name.rsplit(".", 1)[0]
         record = json.loads((out / f"{stem}_pred.json").read_text())

@@ -42,34 +42,34 @@ class MultiTaskEvaluator(SupervisedEvaluator):
         self.detector = detector
         self.gate_thresholds = gate_thresholds
 
-    def _iteration(self, engine: MultiTaskEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
-        batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
-        image = batch["image"]
-        with engine.mode(engine.network), torch.no_grad():
-            with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
-                if engine.gate_thresholds is None:
-                    pred = engine.network(plain(image))
+    def predict(self, image: torch.Tensor) -> dict[str, Any]:
+        """Probabilities, decoded boxes and (when gating) the gate decisions of one batch (B, 1, W, H)."""
+        with self.mode(self.network), torch.no_grad():
+            with torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs):
+                if self.gate_thresholds is None:
+                    pred = self.network(plain(image))
                 else:
                     pred = gated_forward(
-                        engine.network, plain(image), engine.gate_thresholds["det_gate"], engine.gate_thresholds["seg_gate"]
+                        self.network, plain(image), self.gate_thresholds["det_gate"], self.gate_thresholds["seg_gate"]
                     )
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        output: dict[str, Any] = {key: batch[key] for key in LABEL_KEYS if key in batch}
-        output.update(
-            image=image,
-            patient_id=batch.get("patient_id"),
-            cls_prob=torch.sigmoid(pred["cls"].float()),
-            seg_prob=torch.sigmoid(pred["seg"].float()),
-            det=engine.detector.predict(pred["det_cls"].float(), pred["det_box"].float(), image.shape[2:]),
-            det_gate_prob=torch.sigmoid(pred["det_gate"].float())[:, 0],
-            seg_gate_prob=torch.sigmoid(pred["seg_gate"].float())[:, 0],
-        )
-        if engine.gate_thresholds is not None:
+            self.fire_event(IterationEvents.FORWARD_COMPLETED)
+        output: dict[str, Any] = {
+            "cls_prob": torch.sigmoid(pred["cls"].float()),
+            "seg_prob": torch.sigmoid(pred["seg"].float()),
+            "det": self.detector.predict(pred["det_cls"].float(), pred["det_box"].float(), image.shape[2:]),
+            "det_gate_prob": torch.sigmoid(pred["det_gate"].float())[:, 0],
+            "seg_gate_prob": torch.sigmoid(pred["seg_gate"].float())[:, 0],
+        }
+        if self.gate_thresholds is not None:
             output.update(
-                det_gated_in=pred["det_gated_in"],
-                seg_gated_in=pred["seg_gated_in"],
-                gate_thresholds=engine.gate_thresholds,
+                det_gated_in=pred["det_gated_in"], seg_gated_in=pred["seg_gated_in"], gate_thresholds=self.gate_thresholds
             )
+        return output
+
+    def _iteration(self, engine: MultiTaskEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
+        batch = batch_to_device(batchdata, engine.state.device, engine.non_blocking)
+        output: dict[str, Any] = {key: batch[key] for key in LABEL_KEYS if key in batch}
+        output.update(image=batch["image"], patient_id=batch.get("patient_id"), **engine.predict(batch["image"]))
         engine.state.output = output
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return output

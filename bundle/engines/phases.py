@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from bundle.handlers.files import atomic_write
+from bundle.fileio import atomic_write
 
 from .distributed import rank, unwrap
 

@@ -31,7 +31,7 @@ from bundle.metrics.evaluation import Records, Thresholds, evaluation_statistic
 from bundle.metrics.rsna import choose_box_score
 from bundle.metrics.segmentation import choose_seg_postprocessing, dice_for_settings, postprocess_settings
 
-from .files import atomic_write
+from bundle.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from .dicom_seg import write_dicom_seg
 from .geometry import ImageGeometry, box_in_mm, is_dicom, measurement_spacing, read_geometry
 from .nifti_nrrd import write_nifti, write_nrrd
-from .report import ErrorReport, output_stem, readable_inputs
+from .report import ErrorReport
 from .slicer_markups import roi_markups, write_roi_markups
 
 __all__ = [
@@ -12,9 +12,7 @@ __all__ = [
     "box_in_mm",
     "is_dicom",
     "measurement_spacing",
-    "output_stem",
     "read_geometry",
-    "readable_inputs",
     "roi_markups",
     "write_dicom_seg",
     "write_nifti",

@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from bundle.handlers.files import atomic_write
+from bundle.fileio import atomic_write
 
 
 def write_dicom_seg(

@@ -10,7 +10,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 
-from bundle.handlers.files import atomic_write
+from bundle.fileio import atomic_write
 
 from .geometry import ImageGeometry
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bundle.handlers.files import atomic_write
+from bundle.fileio import atomic_write
 
 from .geometry import ImageGeometry
 

@@ -1,0 +1,77 @@
+"""FolderInferenceEvaluator: inference over a folder in which any file may fail without taking others down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.engines.utils import IterationEvents
+
+from bundle.data.inference_data import failure_message
+
+from .evaluator import MultiTaskEvaluator
+
+log = logging.getLogger("bundle.inference")
+
+#: Per-image keys of :meth:`MultiTaskEvaluator.predict` (indexed by image); the others are shared by the batch.
+PER_IMAGE_KEYS: tuple[str, ...] = (
+    "cls_prob", "seg_prob", "det", "det_gate_prob", "seg_gate_prob", "det_gated_in", "seg_gated_in"
+)
+
+
+class FolderInferenceEvaluator(MultiTaskEvaluator):
+    """:class:`MultiTaskEvaluator` over :func:`bundle.data.inference_data.inference_collate` batches.
+
+    The iteration output is ``{"items": [...], "failed": [...]}``: one item per image that went through the
+    network (``source``, ``name``, ``original_size``, ``model_size`` and that image's part of every per-image
+    output of :meth:`MultiTaskEvaluator.predict`), and one failure record (``source``, ``name``, ``error``,
+    ``stage``) per file that could not be read or run. When the network fails on a batch, each of its images is
+    retried alone, so that one bad image cannot take its neighbours down.
+    """
+
+    def _iteration(self, engine: FolderInferenceEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
+        failed = [{**f, "stage": "input"} for f in batchdata["failed"]]
+        items: list[dict[str, Any]] = []
+        image = batchdata["image"]
+        if image is not None:
+            image = image.to(engine.state.device, non_blocking=engine.non_blocking)
+            indices = list(range(image.shape[0]))
+            try:
+                items = engine._items(batchdata, image, indices)
+            except Exception as err:  # retried image by image below
+                if len(indices) == 1:
+                    failed.append(engine._failure(batchdata, 0, err))
+                else:
+                    log.warning("the network failed on a batch of %d images (%s); retrying each alone",
+                                len(indices), failure_message(err))
+                    for i in indices:
+                        try:
+                            items += engine._items(batchdata, image[i : i + 1], [i])
+                        except Exception as one:  # reported with its file, the run goes on
+                            failed.append(engine._failure(batchdata, i, one))
+        engine.state.output = {"items": items, "failed": failed}
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+    def _items(self, batchdata: dict[str, Any], image: torch.Tensor, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """One item per image of ``image`` (the batch images ``indices``)."""
+        out = self.predict(image)
+        shared = {k: v for k, v in out.items() if k not in PER_IMAGE_KEYS}
+        return [
+            {
+                "source": batchdata["source"][i],
+                "name": batchdata["name"][i],
+                "original_size": batchdata["original_size"][i],
+                "model_size": tuple(image.shape[2:]),
+                **shared,
+                **{k: out[k][j] for k in PER_IMAGE_KEYS if k in out},
+            }
+            for j, i in enumerate(indices)
+        ]
+
+    @staticmethod
+    def _failure(batchdata: dict[str, Any], i: int, err: BaseException) -> dict[str, Any]:
+        return {"source": batchdata["source"][i], "name": batchdata["name"][i], "error": failure_message(err),
+                "stage": "inference"}
