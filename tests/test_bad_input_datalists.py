@@ -59,8 +59,10 @@ WHOLE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "top_level_array": (lambda p: _write(p, [{"image": "a.png"}]), "a datalist is a JSON object"),
     "training_is_object": (lambda p: _write(p, {"training": {"image": "a.png"}}),
                            "'training' must be a list of entries, got a JSON object"),
-    "training_empty": (lambda p: _write(p, {"training": [], "validation": [{"image": "a.png"}]}), "'training' is empty"),
-    "no_training": (lambda p: _write(p, {"validation": [{"image": "a.png"}]}), "no 'training' list (has: ['validation'])"),
+    "training_empty": (lambda p: _write(p, {"training": [], "validation": [{"image": "a.png"}]}),
+                       "'training' is empty"),
+    "no_training": (lambda p: _write(p, {"validation": [{"image": "a.png"}]}),
+                    "no 'training' list (has: ['validation'])"),
 }
 
 
@@ -115,7 +117,7 @@ BAD_ENTRY: dict[str, tuple[Callable[[Path], Any], str]] = {
     "mask_rle_odd": (lambda t: {"image": _image(t), "mask_rle": ["1 2 3"]},
                      " {t}/i.png: 'mask_rle': RLE has an odd number of values (3)"),
     "duplicate": (lambda t: {"image": str(t / "good.png"), "patient_id": "1"},
-                  " {t}/good.png: duplicate of training[0] (same image): remove one of them"),
+                  " {t}/good.png: duplicate of training[0] (same image): remove one"),
 }
 
 
@@ -213,7 +215,7 @@ def test_siim_to_nih_leak_is_refused_through_a_given_mapping(tmp_path: Path) -> 
     mapping = _write(tmp_path / "siim_to_nih.csv", "ImageId,Image Index\n1.2.3.4,00000042_001.png\n")
     siim = _datalist(tmp_path / "siim.json", "siim", validation=[_entry("dicom/1.2.3.4.dcm", "anon-1", mask_rle=[])])
     nih = _datalist(tmp_path / "nih.json", "nih", training=[_entry("images/00000042_000.png", "42")])
-    with pytest.raises(DatalistError, match=r"NIH patient 42 \(training: nih.json training\[0\]; validation: siim.json"):
+    with pytest.raises(DatalistError, match=r"NIH patient 42 \(training: nih.json training\[0\]; validation: siim"):
         check_splits([nih, siim], mappings=mapping)
 
 
@@ -255,7 +257,9 @@ def test_prepared_rsna_splits_by_nih_patient_and_split_like_keeps_nih_splits(tmp
 
 
 @needs_data
-def test_validate_refuses_a_leak_with_other_datalists_and_non_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_validate_refuses_a_leak_with_other_datalists_and_non_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     prepare = _prepare_module().Prepare()
     images = sorted((NIH / "images").glob("00000003_*.png"))[:2]
     one = _datalist(tmp_path / "one.json", "nih", training=[_entry(str(images[0]), "3")])

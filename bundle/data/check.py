@@ -56,7 +56,7 @@ def split_report(
         entry = resolve_paths(raw, root)
         image = entry["image"]
         if image in first:
-            report.append(f"{key}[{index}] {image}: duplicate of {key}[{first[image]}] (same image): remove one of them")
+            report.append(f"{key}[{index}] {image}: duplicate of {key}[{first[image]}] (same image): remove one")
             continue
         first[image] = index
         problems = entry_problems(entry, num_classes)

@@ -35,7 +35,9 @@ def read_datalist(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DatalistError(f"{path}: datalist not found (set --datalist_file, or write one with scripts/prepare.py)") from None
+        raise DatalistError(
+            f"{path}: datalist not found (set --datalist_file, or write one with scripts/prepare.py)"
+        ) from None
     except UnicodeDecodeError:
         raise DatalistError(f"{path}: not a text file (not UTF-8), so not a JSON datalist: {REWRITE}") from None
     except OSError as err:
@@ -43,7 +45,8 @@ def read_datalist(path: str | Path) -> dict[str, Any]:
     try:
         content = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DatalistError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}: {REWRITE}") from None
+        where = f"line {err.lineno}, column {err.colno}"
+        raise DatalistError(f"{path}: not valid JSON: {err.msg} at {where}: {REWRITE}") from None
     if not isinstance(content, dict):
         raise DatalistError(
             f"{path}: a datalist is a JSON object with 'training'/'validation'/'testing' lists of entries, "
@@ -66,7 +69,7 @@ def split_list(content: dict[str, Any], path: str | Path, key: str, allow_empty:
         raise DatalistError(f"{path}: '{key}' must be a list of entries, got a JSON {json_kind(items)}: {REWRITE}")
     if not items and not allow_empty:
         raise DatalistError(
-            f"{path}: '{key}' is empty: there is nothing to use; fill it (scripts/prepare.py) or choose another datalist"
+            f"{path}: '{key}' is empty: nothing to use; fill it (scripts/prepare.py) or choose another datalist"
         )
     return items
 

@@ -180,11 +180,12 @@ def _missing_decoder(syntax: uids.UID) -> str | None:
         )
     if decoder.is_available:
         return None
+    what = f"its pixel data is {syntax.name} ({syntax})"
     packages = next((needs for family, needs in DECODER_PACKAGES if syntax in family), ())
     missing = [name for name, module in packages if find_spec(module) is None]
     if missing:
-        return f"its pixel data is {syntax.name} ({syntax}) and no decoder for it is installed: pip install {' '.join(missing)}"
-    return f"its pixel data is {syntax.name} ({syntax}) and no decoder for it is usable: {'; '.join(decoder.missing_dependencies)}"
+        return f"{what} and no decoder for it is installed: pip install {' '.join(missing)}"
+    return f"{what} and no decoder for it is usable: {'; '.join(decoder.missing_dependencies)}"
 
 
 def _expected_native_bytes(ds: pydicom.Dataset) -> int:
@@ -233,7 +234,7 @@ def dicom_problem(ds: pydicom.Dataset, path: str | Path) -> str | None:
             )
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         if syntax is not None and not syntax.is_transfer_syntax:
-            return f"declares transfer syntax {syntax}, which is not a DICOM transfer syntax: the header is damaged; {RECOPY}"
+            return f"declares transfer syntax {syntax}, which is not a transfer syntax: the header is damaged; {RECOPY}"
         if syntax is not None and syntax.is_compressed:
             return _missing_decoder(syntax)
         have, need = len(ds.PixelData), _expected_native_bytes(ds)
@@ -276,7 +277,8 @@ class CXRDicomReader(PydicomReader):
         except Exception as err:
             syntax = img.file_meta.get("TransferSyntaxUID", "?")
             name = getattr(syntax, "name", syntax)
-            raise ImageReadError(f"{filename}: cannot decode its {name} pixel data ({one_line(err)}): {RECOPY}") from err
+            message = f"{filename}: cannot decode its {name} pixel data ({one_line(err)}): {RECOPY}"
+            raise ImageReadError(message) from err
 
     def _get_affine(self, metadata: dict, lps_to_ras: bool = True) -> np.ndarray:
         """Radiographs have no patient position/orientation: a pixel-spacing diagonal instead of a warning."""

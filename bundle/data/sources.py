@@ -231,7 +231,9 @@ def read_nih_map(path: str | Path) -> dict[str, str]:
         if not row:
             continue
         if len(row) != 2 or nih_patient(row[target].strip()) is None:
-            raise SourceError(f"{path} line {line}: expected an id and an NIH Image Index like 00000001_000.png, got {row}")
+            raise SourceError(
+                f"{path} line {line}: expected an id and an NIH Image Index like 00000001_000.png, got {row}"
+            )
         mapping[row[1 - target].strip()] = row[target].strip()
     return mapping
 

@@ -31,7 +31,9 @@ def nih_patient(image_index: str) -> str | None:
     return str(int(match.group(1))) if match else None
 
 
-def patient_keys(entry: Mapping[str, Any], source: str = "", to_nih: Mapping[str, str] | None = None) -> set[PatientKey]:
+def patient_keys(
+    entry: Mapping[str, Any], source: str = "", to_nih: Mapping[str, str] | None = None
+) -> set[PatientKey]:
     """The keys the patient of ``entry`` (with an absolute ``image``) is known by.
 
     ``to_nih`` maps an entry's ``patient_id``, image name or image stem (RSNA patientId, SIIM ImageId, ...) to an
@@ -68,7 +70,8 @@ def split_leaks(rows: Iterable[tuple[str, str, set[PatientKey]]]) -> list[str]:
     for split, where, keys in rows:
         for key in keys:
             places.setdefault(key, {}).setdefault(split, where)
-    leaks = sorted(((key, found) for key, found in places.items() if len(found) > 1), key=lambda kv: kv[0][0] == "image")
+    leaks = [(key, found) for key, found in places.items() if len(found) > 1]
+    leaks.sort(key=lambda leak: leak[0][0] == "image")  # patients first, then images
     return [
         f"{describe_key(key)} ({'; '.join(f'{split}: {where}' for split, where in found.items())})"
         for key, found in leaks
