@@ -1,0 +1,166 @@
+"""Runtime backends for MultiCheXNet: eager PyTorch, TorchScript and ONNX Runtime behind one interface.
+
+Every backend is called like the network itself: ``backend(image)`` returns all head outputs (the keys of
+``MultiCheXNet.forward``) and ``backend.forward_gated(image, det_threshold, seg_threshold)`` the keys of
+``MultiCheXNet.forward_gated``, so a backend can stand wherever the engines and inferers take the network
+(``bundle.engines.gating.gated_forward``, ``bundle.export.check_network_io``). Images are (B, C, W, H) float
+tensors, W and H multiples of 32; outputs come back as tensors on the image's device.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from bundle.networks.multichexnet import NEGATIVE_LOGIT
+
+#: Names accepted by :func:`load_backend`.
+BACKENDS: tuple[str, ...] = ("eager", "torchscript", "onnxruntime")
+
+_ONNX_HINT = "install the ONNX extra: pip install -e '.[onnx]'"
+
+
+def _check_image(image: Tensor) -> None:
+    if image.dim() != 4 or image.shape[-1] % 32 != 0 or image.shape[-2] % 32 != 0:
+        raise ValueError(f"MultiCheXNet expects (B, C, W, H) with W and H multiples of 32, got {tuple(image.shape)}")
+
+
+def gate_outputs(outputs: dict[str, Tensor], det_threshold: float, seg_threshold: float) -> dict[str, Tensor]:
+    """``forward_gated``'s result from all-head ``outputs``: images whose gate probability is below its threshold
+    get :data:`NEGATIVE_LOGIT` mask and box logits and zero box regressions; adds ``det_gated_in`` and
+    ``seg_gated_in`` (B,) booleans."""
+    det_in = torch.sigmoid(outputs["det_gate"][:, 0]) >= det_threshold
+    seg_in = torch.sigmoid(outputs["seg_gate"][:, 0]) >= seg_threshold
+
+    def keep(value: Tensor, rows: Tensor, fill: float) -> Tensor:
+        return torch.where(rows.view(-1, *[1] * (value.dim() - 1)), value, torch.full_like(value, fill))
+
+    gated = dict(outputs)
+    gated["seg"] = keep(outputs["seg"], seg_in, NEGATIVE_LOGIT)
+    gated["det_cls"] = keep(outputs["det_cls"], det_in, NEGATIVE_LOGIT)
+    gated["det_box"] = keep(outputs["det_box"], det_in, 0.0)
+    gated["det_gated_in"] = det_in
+    gated["seg_gated_in"] = seg_in
+    return gated
+
+
+class Backend(ABC):
+    """One way of running MultiCheXNet; ``name`` is its :data:`BACKENDS` entry."""
+
+    name: str
+
+    @abstractmethod
+    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+        """All head outputs for ``image`` (``MultiCheXNet.forward`` keys)."""
+
+    @abstractmethod
+    def forward_gated(self, image: Tensor, det_threshold: float = 0.5, seg_threshold: float = 0.5) -> dict[str, Tensor]:
+        """Gated head outputs for ``image`` (``MultiCheXNet.forward_gated`` keys)."""
+
+
+class TorchBackend(Backend):
+    """An eager ``nn.Module`` or a TorchScript module, run without autograd on its own device."""
+
+    def __init__(self, module: nn.Module | torch.jit.ScriptModule, name: str) -> None:
+        self.module = module.eval()
+        self.name = name
+
+    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return self.module(image)
+
+    def forward_gated(self, image: Tensor, det_threshold: float = 0.5, seg_threshold: float = 0.5) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return self.module.forward_gated(image, det_threshold, seg_threshold)
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ONNX model from :func:`bundle.onnx_export.export_onnx` in an ONNX Runtime CPU session.
+
+    Args:
+        model: path of the ``.onnx`` file, or its serialised bytes.
+        threads: intra-op threads; None uses ``torch.get_num_threads()`` (the cores PyTorch uses here).
+        spinning: let idle worker threads spin between operators (faster on a dedicated machine, steals
+            cycles from other processes on a shared one).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model: str | Path | bytes, threads: int | None = None, spinning: bool = False) -> None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ImportError(f"the onnxruntime backend needs onnxruntime: {_ONNX_HINT}")
+        import onnxruntime as ort
+
+        if not isinstance(model, bytes):
+            if not Path(model).is_file():
+                raise FileNotFoundError(f"{model}: ONNX model not found; export one with scripts/export_onnx.py")
+            model = str(model)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's ``metadata_props`` (opset, and what the exporter embedded)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+        _check_image(image)
+        array = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        values = self.session.run(self.output_names, {self.input_name: array})
+        return {k: torch.from_numpy(v).to(image.device) for k, v in zip(self.output_names, values)}
+
+    def forward_gated(self, image: Tensor, det_threshold: float = 0.5, seg_threshold: float = 0.5) -> dict[str, Tensor]:
+        """Every head on every image, then :func:`gate_outputs`: the same outputs as ``forward_gated``, though
+        the gated-out images' detection and segmentation heads are computed (ONNX Runtime runs the whole graph)."""
+        return gate_outputs(self(image), det_threshold, seg_threshold)
+
+
+def load_backend(
+    name: str,
+    network: nn.Module | None = None,
+    path: str | Path | None = None,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+) -> Backend:
+    """The backend ``name`` (one of :data:`BACKENDS`) of a network given as a module or a file.
+
+    * ``eager``: ``network`` (weights loaded);
+    * ``torchscript``: ``path`` of a ``ckpt_export`` file, else ``network`` scripted here;
+    * ``onnxruntime``: ``path`` of a ``scripts/export_onnx.py`` file, else ``network`` exported here (in memory).
+
+    ``threads`` sets ONNX Runtime's intra-op threads (see :class:`OnnxRuntimeBackend`); ``device`` is where a
+    TorchScript file is loaded (the eager network stays where it is, ONNX Runtime runs on the CPU).
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    if path is None and network is None:
+        raise ValueError(f"backend {name!r} needs a network or a model file path")
+    if name == "eager":
+        if network is None:
+            raise ValueError("the eager backend needs the network module (path is for torchscript/onnxruntime)")
+        return TorchBackend(network, name)
+    if name == "torchscript":
+        if path is not None:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{path}: TorchScript model not found; export one with ckpt_export")
+            return TorchBackend(torch.jit.load(str(path), map_location=device), name)
+        return TorchBackend(torch.jit.script(network.eval()), name)
+    if path is not None:
+        return OnnxRuntimeBackend(path, threads)
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ImportError(f"exporting to ONNX needs onnx and onnxscript: {_ONNX_HINT}")
+    from bundle.onnx_export import export_onnx
+
+    return OnnxRuntimeBackend(export_onnx(copy.deepcopy(network).cpu()).SerializeToString(), threads)
