@@ -1,10 +1,16 @@
-"""Inference benchmark: all heads in one MultiCheXNet pass versus three single-task models.
+"""Inference benchmarks, figures measured in one run and reported as ratios.
 
-Each single-task model has its own encoder (same backbone) and one head, as three separately trained
-networks would. Every variant runs in a fresh child process so its peak memory is its own: peak resident
-memory on CPU, peak allocated CUDA memory on GPU. Figures are measured in one run and reported as ratios.
+``--compare tasks`` (default): all heads in one MultiCheXNet pass versus three single-task models. Each
+single-task model has its own encoder (same backbone) and one head, as three separately trained networks
+would. Every variant runs in a fresh child process so its peak memory is its own: peak resident memory on
+CPU, peak allocated CUDA memory on GPU.
+
+``--compare runtimes``: eager PyTorch versus TorchScript versus ONNX Runtime (``bundle.runtimes``) on the CPU,
+all heads and gated, for one random-initialised network. The backends take turns: ``rounds`` timed blocks of
+``iterations`` batches each, images/s from the median block, so load from other processes hits all alike.
 
     python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 5
+    python scripts/benchmark.py --compare runtimes --sizes "[256,512]" --batch_size 2 --iterations 2 --rounds 3
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import fire
@@ -22,8 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.networks import MultiCheXNet  # noqa: E402
+from bundle.runtimes import BACKENDS, Backend, load_backend  # noqa: E402
 
 SINGLE_TASKS = (["cls"], ["seg"], ["det"])
+#: Gate thresholds of the gated runtime measurement.
+GATE_THRESHOLDS = (0.5, 0.5)
 
 
 def _measure(variant: str, size: int, batch_size: int, iterations: int, backbone: str, device: str, queue) -> None:
@@ -65,15 +76,76 @@ def _run_child(*args) -> dict:
     return result
 
 
-def benchmark(
-    sizes: tuple[int, ...] = (256, 512),
-    batch_size: int = 4,
-    iterations: int = 5,
-    backbone: str = "densenet121",
-    device: str = "cuda" if torch.cuda.is_available() else "cpu",
-    output: str | None = None,
-) -> None:
-    """Per image size, images/s and peak memory of both variants and the throughput ratio (printed as JSON)."""
+def _runtime_modes(backend: Backend) -> dict[str, Callable]:
+    return {"all_heads": backend, "gated": lambda image: backend.forward_gated(image, *GATE_THRESHOLDS)}
+
+
+def _compare_runtimes(
+    size: int, batch_size: int, iterations: int, rounds: int, backends: dict[str, Backend]
+) -> dict[str, dict]:
+    """Images/s of every backend and mode at one image size, interleaved, with the largest output difference
+    from eager and the share of images each gate lets through."""
+    image = torch.rand(batch_size, 1, size, size)
+    seconds: dict[tuple[str, str], list[float]] = {}
+    reference = {mode: run(image) for mode, run in _runtime_modes(backends["eager"]).items()}
+    max_diff: dict[tuple[str, str], float] = {}
+    for name, backend in backends.items():
+        for mode, run in _runtime_modes(backend).items():
+            run(image)  # warm-up (TorchScript's profiling executor optimises on the second call)
+            out = run(image)
+            max_diff[name, mode] = max(float((out[k].float() - reference[mode][k].float()).abs().max()) for k in out)
+    for _ in range(rounds):
+        for name, backend in backends.items():
+            for mode, run in _runtime_modes(backend).items():
+                start = time.perf_counter()
+                for _ in range(iterations):
+                    run(image)
+                seconds.setdefault((name, mode), []).append(time.perf_counter() - start)
+    report: dict[str, dict] = {}
+    for mode in ("all_heads", "gated"):
+        speed = {name: batch_size * iterations / statistics.median(seconds[name, mode]) for name in backends}
+        fastest = max(speed, key=speed.get)
+        report[mode] = {
+            "images_per_s": {name: round(v, 2) for name, v in speed.items()},
+            "ratio_to_eager": {name: round(v / speed["eager"], 2) for name, v in speed.items()},
+            "max_abs_diff_vs_eager": {name: max_diff[name, mode] for name in backends},
+            "fastest": fastest,
+            "fastest_speedup_over_eager": round(speed[fastest] / speed["eager"], 2),
+        }
+    gated = reference["gated"]
+    report["gated"]["gated_in"] = {k: float(gated[f"{k}_gated_in"].float().mean()) for k in ("det", "seg")}
+    return report
+
+
+def benchmark_runtimes(
+    sizes: tuple[int, ...], batch_size: int, iterations: int, rounds: int, backbone: str, threads: int | None
+) -> list[dict]:
+    """One row per image size: eager vs TorchScript vs ONNX Runtime on the CPU (see the module docstring)."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    network = MultiCheXNet(backbone=backbone).eval()
+    backends = {name: load_backend(name, network=network, threads=threads) for name in BACKENDS}
+    rows = []
+    with torch.inference_mode():
+        for size in sizes:
+            row = {
+                "size": size,
+                "backbone": backbone,
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+                "batch_size": batch_size,
+                **_compare_runtimes(size, batch_size, iterations, rounds, backends),
+            }
+            rows.append(row)
+            print(json.dumps(row))
+    return rows
+
+
+def benchmark_tasks(
+    sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, device: str
+) -> list[dict]:
+    """One row per image size: one multi-task pass vs three single-task models (see the module docstring)."""
     rows = []
     for size in sizes:
         multi = _run_child("multitask", size, batch_size, iterations, backbone, device)
@@ -91,6 +163,33 @@ def benchmark(
         }
         rows.append(row)
         print(json.dumps(row))
+    return rows
+
+
+def benchmark(
+    sizes: tuple[int, ...] = (256, 512),
+    batch_size: int = 4,
+    iterations: int = 5,
+    backbone: str = "densenet121",
+    device: str = "cuda" if torch.cuda.is_available() else "cpu",
+    output: str | None = None,
+    compare: str = "tasks",
+    rounds: int = 3,
+    threads: int | None = None,
+) -> None:
+    """Print one JSON row per image size (and write them all to ``output``).
+
+    Args:
+        compare: ``tasks`` (multi-task vs three single-task models, on ``device``) or ``runtimes`` (eager vs
+            TorchScript vs ONNX Runtime, CPU, ``rounds`` interleaved timed blocks, ``threads`` intra-op threads
+            for PyTorch and ONNX Runtime alike, default PyTorch's).
+    """
+    if compare == "tasks":
+        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device)
+    elif compare == "runtimes":
+        rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads)
+    else:
+        raise SystemExit(f"--compare must be 'tasks' or 'runtimes', got {compare!r}")
     if output:
         Path(output).write_text(json.dumps(rows, indent=2))
 
