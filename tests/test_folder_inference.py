@@ -20,6 +20,7 @@ from torch import nn
 from bundle.data import LoadCXRd
 from bundle.data.inference_data import InferenceDataset, inference_collate
 from bundle.data.inputs import find_inputs
+from bundle.decisions import DecisionPolicy, validate_record
 from bundle.detection import CheXDetector
 from bundle.engines.folder_inference import FolderInferenceEvaluator
 from bundle.handlers import PredictionWriter
@@ -120,7 +121,8 @@ def test_a_failing_image_is_retried_alone_and_its_neighbours_get_outputs(tmp_pat
     assert [item["name"] for item in out["items"]] == ["0", "1", "3"]
     assert [(f["name"], f["stage"]) for f in out["failed"]] == [("bad", "input"), ("2", "inference")]
     assert "cannot run on this image" in out["failed"][1]["error"]
-    assert out["items"][0]["cls_prob"].shape == (14,) and out["items"][0]["seg_prob"].shape == (1, 64, 64)
+    heads = out["items"][0]["heads"]
+    assert heads["cls"].shape == (14,) and heads["seg"].shape == (1, 64, 64) and heads["boxes"].shape[1] == 4
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +186,10 @@ def test_folder_inference_gives_every_good_file_outputs_and_every_bad_one_a_line
     for rel, size in good.items():
         name = rel if rel in ("a.png", "a.dcm") else rel.rsplit(".", 1)[0] if "." in rel else rel
         record = json.loads((out / f"{name}_pred.json").read_text())
-        assert record["image"] == str(tmp_path / "in" / rel) and record["image_size"] == list(size)
-        assert Image.open(out / Path(name).parent / record["outputs"]["png"]).size == size
+        validate_record(record)
+        assert record["input"] == {"file": str(tmp_path / "in" / rel), "image_size": list(size)}
+        assert Image.open(out / Path(name).parent / record["files"]["mask"]).size == size
+        assert Image.open(out / Path(name).parent / record["files"]["overlay"]).size == size
     assert f"{len(good)} done, {len(bad)} failed, 0 skipped" in log
 
 
@@ -201,7 +205,8 @@ def test_a_rerun_skips_complete_outputs_and_resumes_an_interrupted_run(tmp_path:
     log = result.stdout + result.stderr
     assert result.returncode == 0 and "2 done, 0 failed, 3 skipped (outputs complete) of 5 files" in log
     assert not list(out.glob(".*.tmp")) and (out / "3_pred.json").is_file() and (out / "4_mask.png").is_file()
-    writer = PredictionWriter(str(out), [f"c{i}" for i in range(14)], ErrorReport(tmp_path / "errors.json"))
+    policy = DecisionPolicy.default([f"c{i}" for i in range(14)], (64, 64))
+    writer = PredictionWriter(str(out), policy, ErrorReport(tmp_path / "errors.json"))
     assert writer.pending(find_inputs(inputs)) == [] and len(writer.pending(find_inputs(inputs), overwrite=True)) == 5
     (inputs / "2.png").write_bytes((inputs / "1.png").read_bytes())  # a changed source is redone
     assert [f.name for f in writer.pending(find_inputs(inputs))] == ["2"]

@@ -20,7 +20,9 @@ from monai.bundle import ConfigParser
 from PIL import Image
 
 from bundle.data import NIH_FINDINGS
+from bundle.decisions import DecisionPolicy, validate_record
 from bundle.networks import MultiCheXNet
+from bundle.packaging import ModelPackage, save_model
 
 from .conftest import ROOT, SHARED
 
@@ -64,8 +66,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.skip(f"real chest X-rays not found under {SHARED / 'data'}")
     work = tmp_path_factory.mktemp("monailabel")
     bundle_dir = _bundle_copy(work / "multichexnet")
-    gates = {"det_gate": 0.0, "seg_gate": 0.0}  # every head runs, so the mask comes from the seg head
-    (bundle_dir / "models" / "thresholds.json").write_text(json.dumps({"gates": gates}))
     parser = _parse(bundle_dir)
     torch.manual_seed(0)
     net = MultiCheXNet(num_anchors=4).eval()
@@ -74,7 +74,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         median = float(net(covid.as_tensor()[None])["seg"].median())
         [conv for conv in net.seg_head.modules() if isinstance(conv, torch.nn.Conv2d)][-1].bias -= median
         net.det_head.cls_subnet.cls_logits.bias.zero_()  # box scores near 0.5 instead of the 0.01 prior: boxes
-    torch.save(net.state_dict(), bundle_dir / "models" / "model.pt")
+    policy = DecisionPolicy.default(NIH_FINDINGS, (128, 128)).override(gates={"det_gate": 0.0, "seg_gate": 0.0})
+    package = ModelPackage(net.init_args, parser.get_parsed_content("detector").init_args, policy)
+    save_model(bundle_dir / "models" / "model.pt", net.state_dict(), package)  # every head runs
     images = [NIH_IMAGE, COVID_IMAGE]
     out = work / "out"
     result = subprocess.run(
@@ -118,9 +120,13 @@ def test_result_json_has_findings_gates_and_boxes(served: dict[str, Any]) -> Non
     for item in served["results"]:
         result = item["result"]
         width, height = Image.open(item["image"]).size
-        assert list(result["classes"]) == list(NIH_FINDINGS)
-        assert all(0.0 <= p <= 1.0 for p in [*result["classes"].values(), result["det_gate"], result["seg_gate"]])
-        assert result["gating"] == {"det_head_ran": True, "seg_head_ran": True}
+        assert list(result["findings"]) == list(NIH_FINDINGS)
+        assert all(0.0 <= f["probability"] <= 1.0 for f in result["findings"].values())
+        assert {g: (d["threshold"], d["head_ran"]) for g, d in result["gates"].items()} == {
+            "det_gate": (0.0, True), "seg_gate": (0.0, True)
+        }
+        assert result["operating_points"]["gates"]["seg_gate"]["rule"] == "override"
+        validate_record({k: v for k, v in result.items() if k not in ("label_names", "latencies", "centroids")})
         for box in result["boxes"]:
             x1, y1, x2, y2 = box["box"]
             assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height and box["label"] == "opacity"
@@ -151,7 +157,8 @@ def test_postprocessing_without_monailabel(tmp_path: Path) -> None:
     out = post(data)
     assert out["pred"].shape == (80, 48) and out["pred"].dtype == np.uint8  # (W, H), MONAI's reader layout
     assert out["seg"].shape == (1, 80, 48) and out["result_extension"] == ".png"
-    assert set(out["result"]) == {"classes", "det_gate", "seg_gate", "boxes", "gating"}
+    validate_record(out["result"])
+    assert out["result"]["input"] == {"file": str(image), "image_size": [80, 48]}
     assert post({**data, "result_extension": ".nrrd"})["result_extension"] == ".nrrd"
 
 

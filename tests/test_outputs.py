@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 from pydicom.uid import SegmentationStorage, generate_uid
 
+from bundle.decisions import DecisionPolicy, box_in_mm, validate_record
 from bundle.handlers import PredictionWriter
 from bundle.networks import MultiCheXNet
 from bundle.outputs import (
     ErrorReport,
-    box_in_mm,
     measurement_spacing,
     read_geometry,
     roi_markups,
@@ -245,20 +245,15 @@ def test_box_millimetres_from_dicom_pixel_spacing(tmp_path: Path) -> None:
 
 
 def _item(source: Path, original: tuple[int, int], model_size: tuple[int, int]) -> dict[str, object]:
-    """A folder-inference item of one image: a seg probability with a lit block and one box."""
-    seg = torch.zeros(1, *model_size)
-    seg[0, 2:5, 1:3] = 1.0
-    return {
-        "source": str(source),
-        "name": source.stem,
-        "original_size": original,
-        "model_size": model_size,
-        "seg_prob": seg,
-        "cls_prob": torch.full((14,), 0.25),
-        "det": {"boxes": torch.tensor([[2.0, 1.0, 6.0, 4.0]]), "scores": torch.tensor([0.8]), "labels": torch.tensor([0])},
-        "det_gate_prob": torch.tensor(0.7),
-        "seg_gate_prob": torch.tensor(0.6),
+    """A folder-inference item of one image: seg logits with a lit block and one box."""
+    seg = torch.full((1, *model_size), -10.0)
+    seg[0, 2:5, 1:3] = 10.0
+    heads = {
+        "cls": torch.full((14,), -1.0), "seg": seg, "det_gate": torch.tensor([0.8]), "seg_gate": torch.tensor([0.4]),
+        "boxes": torch.tensor([[2.0, 1.0, 6.0, 4.0]]), "scores": torch.tensor([0.8]), "labels": torch.tensor([0]),
     }
+    return {"source": str(source), "name": source.stem, "original_size": original, "model_size": model_size,
+            "heads": heads}
 
 
 def test_writer_reports_a_failing_format_and_writes_the_rest(tmp_path: Path) -> None:
@@ -268,16 +263,19 @@ def test_writer_reports_a_failing_format_and_writes_the_rest(tmp_path: Path) -> 
         ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], FrameOfReferenceUID=generate_uid(),
     )
     report = ErrorReport(tmp_path / "out" / "errors.json")
-    writer = PredictionWriter(str(tmp_path / "out"), [f"c{i}" for i in range(14)], report)
+    policy = DecisionPolicy.default([f"c{i}" for i in range(14)], (8, 6))
+    writer = PredictionWriter(str(tmp_path / "out"), policy, report)
     files = writer.write_one(_item(source, (40, 30), (8, 6)))
-    assert set(files) == {"json", "png", "nifti", "nrrd", "markups"}
+    assert set(files) == {"json", "png", "overlay", "nifti", "nrrd", "markups"}
     errors = json.loads(report.path.read_text())
     assert [(e["file"], e["stage"]) for e in errors] == [(str(source), "dicom_seg")] and errors[0]["problem"]
     record = json.loads((tmp_path / "out" / files["json"]).read_text())
     assert record["spacing"] == {"mm_per_pixel": [0.1, 0.2], "source": "PixelSpacing"}
     (box,) = record["boxes"]
     assert box["box"] == [10.0, 5.0, 30.0, 20.0] and box["box_mm"] == [1.0, 1.0, 3.0, 4.0]  # model 8x6 -> 40x30
-    assert box["size_mm"] == [2.0, 3.0] and record["outputs"]["markups"] == "no_thickness_boxes.mrk.json"
+    assert box["size_mm"] == [2.0, 3.0] and record["files"]["markups"] == "no_thickness_boxes.mrk.json"
+    assert record["files"]["mask"] == "no_thickness_mask.png" and record["mask"]["pixels"] > 0
+    validate_record(record)
 
 
 def test_inference_on_mixed_folder_with_a_corrupt_file(tmp_path: Path) -> None:
@@ -311,20 +309,21 @@ def test_inference_on_mixed_folder_with_a_corrupt_file(tmp_path: Path) -> None:
     for path in reals:
         stem = path.name.rsplit(".", 1)[0]
         record = json.loads((out / f"{stem}_pred.json").read_text())
-        expected = {"png", "nifti", "nrrd"} | ({"dicom_seg"} if path.suffix == ".dcm" else set())
+        validate_record(record)
+        expected = {"png", "overlay", "nifti", "nrrd"} | ({"dicom_seg"} if path.suffix == ".dcm" else set())
         expected |= {"markups"} if record["boxes"] else set()
-        assert set(record["outputs"]) == expected
-        written = itk.imread(str(out / record["outputs"]["nifti"]))
+        assert set(record["files"]) - {"mask"} == expected
+        written = itk.imread(str(out / record["files"]["nifti"]))
         for got, want in zip(_itk_geometry_3d(written), _itk_geometry_3d(itk.imread(str(path)))):
             np.testing.assert_allclose(got, want, atol=1e-6)
         if path.suffix == ".dcm":
             assert record["spacing"] == {"mm_per_pixel": [0.168, 0.168], "source": "PixelSpacing"}
-            seg = pydicom.dcmread(out / record["outputs"]["dicom_seg"])
+            seg = pydicom.dcmread(out / record["files"]["dicom_seg"])
             assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == (
                 pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
             )
         else:
             assert record["spacing"] is None and all(b["box_mm"] is None for b in record["boxes"])
         if record["boxes"]:
-            markups = json.loads((out / record["outputs"]["markups"]).read_text())
+            markups = json.loads((out / record["files"]["markups"]).read_text())
             assert len(markups["markups"]) == len(record["boxes"])

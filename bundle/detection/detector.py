@@ -54,6 +54,15 @@ class CheXDetector(RetinaNetDetector):
     ) -> None:
         if len(strides) != len(feature_map_scales):
             raise ValueError("strides and feature_map_scales need one entry per pyramid level")
+        #: The constructor arguments, so that a model file can rebuild the detector (:mod:`bundle.packaging`).
+        self.init_args: dict[str, object] = {
+            "base_anchor_shapes": [list(s) for s in base_anchor_shapes], "feature_map_scales": list(feature_map_scales),
+            "strides": list(strides), "num_classes": num_classes, "atss_candidates": atss_candidates,
+            "batch_size_per_image": batch_size_per_image, "positive_fraction": positive_fraction, "min_neg": min_neg,
+            "pool_size": pool_size, "focal_gamma": focal_gamma, "focal_alpha": focal_alpha,
+            "score_thresh": score_thresh, "topk_candidates_per_level": topk_candidates_per_level,
+            "nms_thresh": nms_thresh, "detections_per_img": detections_per_img,
+        }
         anchor_generator = AnchorGeneratorWithAnchorShape(
             feature_map_scales=tuple(feature_map_scales), base_anchor_shapes=tuple(map(tuple, base_anchor_shapes))
         )

@@ -42,8 +42,9 @@ class MultiTaskEvaluator(SupervisedEvaluator):
         self.detector = detector
         self.gate_thresholds = gate_thresholds
 
-    def predict(self, image: torch.Tensor) -> dict[str, Any]:
-        """Probabilities, decoded boxes and (when gating) the gate decisions of one batch (B, 1, W, H)."""
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's float32 head outputs for one batch (B, 1, W, H): all heads, or gated by
+        ``gate_thresholds`` (then with ``det_gated_in`` / ``seg_gated_in``)."""
         with self.mode(self.network), torch.no_grad():
             with torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs):
                 if self.gate_thresholds is None:
@@ -53,12 +54,17 @@ class MultiTaskEvaluator(SupervisedEvaluator):
                         self.network, plain(image), self.gate_thresholds["det_gate"], self.gate_thresholds["seg_gate"]
                     )
             self.fire_event(IterationEvents.FORWARD_COMPLETED)
+        return {k: v if v.dtype == torch.bool else v.float() for k, v in pred.items()}
+
+    def predict(self, image: torch.Tensor) -> dict[str, Any]:
+        """Probabilities, decoded boxes and (when gating) the gate decisions of one batch (B, 1, W, H)."""
+        pred = self.forward(image)
         output: dict[str, Any] = {
-            "cls_prob": torch.sigmoid(pred["cls"].float()),
-            "seg_prob": torch.sigmoid(pred["seg"].float()),
-            "det": self.detector.predict(pred["det_cls"].float(), pred["det_box"].float(), image.shape[2:]),
-            "det_gate_prob": torch.sigmoid(pred["det_gate"].float())[:, 0],
-            "seg_gate_prob": torch.sigmoid(pred["seg_gate"].float())[:, 0],
+            "cls_prob": torch.sigmoid(pred["cls"]),
+            "seg_prob": torch.sigmoid(pred["seg"]),
+            "det": self.detector.predict(pred["det_cls"], pred["det_box"], image.shape[2:]),
+            "det_gate_prob": torch.sigmoid(pred["det_gate"])[:, 0],
+            "seg_gate_prob": torch.sigmoid(pred["seg_gate"])[:, 0],
         }
         if self.gate_thresholds is not None:
             output.update(

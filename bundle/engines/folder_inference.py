@@ -10,23 +10,20 @@ import torch
 from monai.engines.utils import IterationEvents
 
 from bundle.data.inference_data import failure_message
+from bundle.decisions import image_heads
 
 from .evaluator import MultiTaskEvaluator
 
 log = logging.getLogger("bundle.inference")
 
-#: Per-image keys of :meth:`MultiTaskEvaluator.predict` (indexed by image); the others are shared by the batch.
-PER_IMAGE_KEYS: tuple[str, ...] = (
-    "cls_prob", "seg_prob", "det", "det_gate_prob", "seg_gate_prob", "det_gated_in", "seg_gated_in"
-)
 
 
 class FolderInferenceEvaluator(MultiTaskEvaluator):
     """:class:`MultiTaskEvaluator` over :func:`bundle.data.inference_data.inference_collate` batches.
 
     The iteration output is ``{"items": [...], "failed": [...]}``: one item per image that went through the
-    network (``source``, ``name``, ``original_size``, ``model_size`` and that image's part of every per-image
-    output of :meth:`MultiTaskEvaluator.predict`), and one failure record (``source``, ``name``, ``error``,
+    network (``source``, ``name``, ``original_size``, ``model_size`` and ``heads``: that image's head outputs and
+    decoded boxes, as :func:`bundle.decisions.decide` takes them), and one failure record (``source``, ``name``, ``error``,
     ``stage``) per file that could not be read or run. When the network fails on a batch, each of its images is
     retried alone, so that one bad image cannot take its neighbours down.
     """
@@ -56,17 +53,17 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
         return engine.state.output
 
     def _items(self, batchdata: dict[str, Any], image: torch.Tensor, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """One item per image of ``image`` (the batch images ``indices``)."""
-        out = self.predict(image)
-        shared = {k: v for k, v in out.items() if k not in PER_IMAGE_KEYS}
+        """One item per image of ``image`` (the batch images ``indices``): its head outputs on the CPU."""
+        pred = self.forward(image)
+        det = self.detector.predict(pred["det_cls"], pred["det_box"], image.shape[2:])
+        pred = {k: v.cpu() for k, v in pred.items() if k not in ("det_cls", "det_box")}
         return [
             {
                 "source": batchdata["source"][i],
                 "name": batchdata["name"][i],
                 "original_size": batchdata["original_size"][i],
                 "model_size": tuple(image.shape[2:]),
-                **shared,
-                **{k: out[k][j] for k in PER_IMAGE_KEYS if k in out},
+                "heads": image_heads(pred, j, [{k: v.cpu() for k, v in d.items()} for d in det]),
             }
             for j, i in enumerate(indices)
         ]

@@ -1,4 +1,4 @@
-"""PredictionWriter: per input image, a JSON of findings and boxes, and the mask and boxes as files viewers open."""
+"""PredictionWriter: per input image, the prediction record (JSON) and the mask and boxes as files viewers open."""
 
 from __future__ import annotations
 
@@ -6,20 +6,20 @@ import io
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from PIL import Image
 
+from bundle.data.inputs import FolderInputs, InputFile
+from bundle.data.readers import load_cxr
+from bundle.decisions import Decision, DecisionPolicy, decide, dicom_warnings, prediction_record
+from bundle.fileio import atomic_write, remove_temporaries
 from bundle.outputs import (
     ErrorReport,
     ImageGeometry,
-    box_in_mm,
     is_dicom,
     measurement_spacing,
     read_geometry,
@@ -28,9 +28,6 @@ from bundle.outputs import (
     write_nrrd,
     write_roi_markups,
 )
-
-from bundle.data.inputs import FolderInputs, InputFile
-from bundle.fileio import atomic_write, remove_temporaries
 from bundle.outputs.report import NOT_AN_IMAGE, OUTPUT_FAILED, RUN_FAILED, UNREADABLE
 
 log = logging.getLogger("bundle.outputs")
@@ -38,6 +35,7 @@ log = logging.getLogger("bundle.outputs")
 #: Output formats besides the JSON, and their file name endings.
 FORMATS: dict[str, str] = {
     "png": "_mask.png",
+    "overlay": "_overlay.png",
     "nifti": "_mask.nii.gz",
     "nrrd": "_mask.nrrd",
     "markups": "_boxes.mrk.json",
@@ -45,73 +43,58 @@ FORMATS: dict[str, str] = {
 }
 #: Formats written in the source's physical geometry.
 NEEDS_GEOMETRY: frozenset[str] = frozenset({"nifti", "nrrd", "markups"})
-
-
-@dataclass
-class Prediction:
-    """One image's results at its original size: ``mask`` (W, H) bool indexed [x, y], ``boxes`` in pixels."""
-
-    source: str
-    mask: np.ndarray
-    boxes: list[dict[str, Any]]
-    geometry: ImageGeometry | None
+#: Overlay colours (RGB): the mask tint and the box outlines.
+MASK_RGB, BOX_RGB = np.array([255, 64, 64]), np.array([255, 220, 0])
 
 
 class PredictionWriter:
     """Write the outputs of every image a :class:`bundle.engines.FolderInferenceEvaluator` processes.
 
     Per image, under its output name ``<name>`` (:mod:`bundle.data.inputs`; sub-folders of the input folder are
-    kept): ``<name>_pred.json`` with class and gate probabilities, the gating decision and thresholds, the boxes
-    (``box``: ``[x1, y1, x2, y2]`` in original pixels, x = column; ``box_mm`` / ``size_mm`` when the DICOM gives a
-    pixel spacing, which ``spacing`` names, else null), the physical ``geometry`` of the files below and their
-    names (``outputs``); then, per ``formats``: ``png`` (0/255 mask preview), ``nifti`` and ``nrrd`` (label-1 mask
-    volumes overlaying the source in 3D Slicer), ``markups`` (one Slicer ROI per box; only when there are boxes,
-    since Slicer cannot load an empty markups file), ``dicom_seg`` (DICOM inputs only). See
-    :mod:`bundle.outputs.geometry`.
+    kept): ``<name>_pred.json``, the prediction record of :func:`bundle.decisions.prediction_record` (schema
+    ``docs/schemas/prediction.schema.json``: findings, gates, boxes in pixels and mm, the operating points used,
+    DICOM warnings, the names of the files below); then, per ``formats``: ``png`` (0/255 mask), ``overlay`` (the
+    image with the mask tinted and the boxes drawn), ``nifti`` and ``nrrd`` (label-1 mask volumes overlaying the
+    source in 3D Slicer), ``markups`` (one Slicer ROI per box; only when there are boxes, since Slicer cannot load
+    an empty markups file), ``dicom_seg`` (DICOM inputs only). See :mod:`bundle.outputs.geometry`. Findings,
+    masks and boxes are :func:`bundle.decisions.decide`'s under ``policy``: nothing here applies a threshold.
 
-    Every file is written atomically and the JSON last, so an image whose JSON exists with every file it lists
-    is complete: :meth:`pending` leaves such images out of a rerun (unless ``overwrite``), so a killed run over
-    many files resumes where it stopped. Files that cannot be read or run are listed in ``error_report``
+    Every file is written atomically and the JSON last, so an image whose JSON names its source and every file it
+    lists is complete: :meth:`pending` leaves such images out of a rerun (unless ``overwrite``), so a killed run
+    over many files resumes where it stopped. Files that cannot be read or run are listed in ``error_report``
     (``errors.json``), and :meth:`finish` ends the run with one summary line.
 
     Args:
         output_dir: folder for the files (created).
-        class_names: names of the classification outputs.
-        det_class_names: names of the box classes.
-        mask_threshold: probability above which a pixel is in the mask.
-        formats: which of :data:`FORMATS` to write besides the JSON.
+        policy: the decision policy (shipped in the model file).
         error_report: where an input or output that fails is reported, the others still being written.
+        formats: which of :data:`FORMATS` to write besides the JSON.
         segment_label: name of the mask's segment in the DICOM SEG.
-        model_version: software version recorded in the DICOM SEG.
+        model_version: bundle version, recorded in the JSON and the DICOM SEG.
+        model_hash: SHA-256 of the model file, recorded in the JSON.
     """
 
     def __init__(
         self,
         output_dir: str,
-        class_names: Sequence[str],
+        policy: DecisionPolicy,
         error_report: ErrorReport,
-        det_class_names: Sequence[str] = ("opacity",),
-        mask_threshold: float = 0.5,
         formats: Sequence[str] = tuple(FORMATS),
         segment_label: str = "lesion",
         model_version: str = "unknown",
+        model_hash: str | None = None,
     ) -> None:
         unknown = set(formats) - set(FORMATS)
         if unknown:
             raise ValueError(f"unknown output formats {sorted(unknown)}; choose from {list(FORMATS)}")
         self.output_dir = Path(output_dir)
-        self.class_names = list(class_names)
-        self.det_class_names = list(det_class_names)
-        self.mask_threshold = mask_threshold
+        self.policy = policy
         self.formats = list(formats)
         self.error_report = error_report
         self.segment_label = segment_label
         self.model_version = model_version
-        self.done = 0
-        self.skipped = 0
-        self.total = 0
-        self.todo = 0
-        self.handled = 0
+        self.model_hash = model_hash
+        self.done = self.skipped = self.total = self.todo = self.handled = 0
 
     def pending(self, found: FolderInputs, overwrite: bool = False) -> list[InputFile]:
         """The images of ``found`` still to process: all with ``overwrite``, else those without complete outputs.
@@ -125,21 +108,26 @@ class PredictionWriter:
         todo = [f for f in found.images if overwrite or not self.complete(f)]
         self.total = len(found.images) + len(found.others)
         self.skipped = len(found.images) - len(todo)
-        self.todo, self.handled = len(todo), 0
+        self.todo, self.handled = len(todo) + len(found.others), len(found.others)
         if self.skipped:
             log.info("%d of %d images have complete outputs in %s and are skipped (--overwrite True redoes them)",
                      self.skipped, len(found.images), self.output_dir)
         return todo
 
+    def json_path(self, name: str) -> Path:
+        return self.output_dir / f"{name}_pred.json"
+
     def complete(self, item: InputFile) -> bool:
-        """Whether ``item`` has its JSON, written last, for the same source file, and every file that JSON lists."""
-        path = self.output_dir / f"{item.name}_pred.json"
+        """Whether ``item`` has its JSON (written last) for this source, newer than the source, and every file
+        that JSON names."""
+        path = self.json_path(item.name)
         try:
             record = json.loads(path.read_text())
+            fresh = path.stat().st_mtime >= item.path.stat().st_mtime
         except (OSError, ValueError):
             return False
-        same = record.get("image") == str(item.path) and record.get("source_bytes") == item.path.stat().st_size
-        return same and all((path.parent / name).is_file() for name in record.get("outputs", {}).values())
+        same = isinstance(record, dict) and record.get("input", {}).get("file") == str(item.path) and fresh
+        return same and all((path.parent / name).is_file() for name in record.get("files", {}).values() if name)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
@@ -171,57 +159,47 @@ class PredictionWriter:
     def write_one(self, item: dict[str, Any]) -> dict[str, str]:
         """Write the files of one image (an item of :class:`FolderInferenceEvaluator`); their names by format."""
         source, name = str(item["source"]), item["name"]
-        original, model_size = tuple(item["original_size"]), tuple(item["model_size"])
-        prob = F.interpolate(item["seg_prob"][None].float().cpu(), size=original, mode="bilinear")[0, 0]
+        decision = decide(item["heads"], self.policy, item["original_size"], item["model_size"])
         geometry = self._attempt(source, "geometry", lambda: read_geometry(source))
         spacing = self._attempt(source, "spacing", lambda: measurement_spacing(source))
-        mask = (prob > self.mask_threshold).numpy()
-        pred = Prediction(source, mask, self._boxes(item, original, model_size), geometry)
+        warnings = (self._attempt(source, "warnings", lambda: dicom_warnings(source)) or []) if is_dicom(source) else []
         base = self.output_dir / name
-        files = {}
+        files: dict[str, str] = {}
         for fmt in self.formats:
             if fmt in NEEDS_GEOMETRY and geometry is None:
                 continue  # the geometry problem is reported already
             path = base.parent / f"{base.name}{FORMATS[fmt]}"
             path.unlink(missing_ok=True)  # no stale file from an earlier run where this one is not written
-            if self._attempt(source, fmt, lambda: self._write(fmt, pred, path)):
+            if self._attempt(source, fmt, lambda: self._write(fmt, source, decision, geometry, path)):
                 files[fmt] = path.name
-        record = {
-            "image": source,
-            "source_bytes": Path(source).stat().st_size,
-            "image_size": list(original),
-            "classes": {n: round(float(p), 4) for n, p in zip(self.class_names, item["cls_prob"].cpu())},
-            "det_gate": round(float(item["det_gate_prob"]), 4),
-            "seg_gate": round(float(item["seg_gate_prob"]), 4),
-            "gating": self._gating(item),
-            "spacing": {"mm_per_pixel": list(spacing[0]), "source": spacing[1]} if spacing else None,
-            "boxes": [self._box_record(box, spacing) for box in pred.boxes],
-            "geometry": geometry.as_record() if geometry is not None else None,
-            "mask": files.get("png"),
-            "outputs": files,
-        }
-        json_path = base.parent / f"{base.name}_pred.json"
+        named = {"mask": files.get("png"), "overlay": files.get("overlay"), **files}
+        record = prediction_record(decision, source, self.model_version, self.model_hash, spacing, warnings, named)
+        json_path = self.json_path(name)
         atomic_write(json_path, json.dumps(record, indent=2).encode())
         return {"json": json_path.name, **files}
 
-    def _write(self, fmt: str, pred: Prediction, path: Path) -> bool:
-        """Write one format; False when it does not apply to this image (no boxes, not DICOM)."""
+    def _write(self, fmt: str, source: str, decision: Decision, geometry: ImageGeometry | None, path: Path) -> bool:
+        """Write one format; False when it does not apply to this image (no mask, no boxes, not DICOM)."""
+        mask = decision.mask
+        boxes = [{"box": list(b.box), "score": b.score, "label": b.label} for b in decision.boxes]
+        if fmt in ("png", "nifti", "nrrd", "dicom_seg") and mask is None:
+            return False
         if fmt == "png":
-            png = io.BytesIO()  # PIL wants rows first; the mask's axis 0 is x
-            Image.fromarray(np.ascontiguousarray(pred.mask.T).astype(np.uint8) * 255).save(png, format="PNG")
-            atomic_write(path, png.getvalue())
+            atomic_write(path, _png_bytes(np.ascontiguousarray(mask.T).astype(np.uint8) * 255))
+        elif fmt == "overlay":
+            atomic_write(path, _png_bytes(overlay(source, decision)))
         elif fmt == "nifti":
-            write_nifti(pred.mask, pred.geometry, path)
+            write_nifti(mask, geometry, path)
         elif fmt == "nrrd":
-            write_nrrd(pred.mask, pred.geometry, path)
+            write_nrrd(mask, geometry, path)
         elif fmt == "markups":
-            if not pred.boxes:
+            if not boxes:
                 return False
-            write_roi_markups(pred.boxes, pred.geometry, path)
+            write_roi_markups(boxes, geometry, path)
         elif fmt == "dicom_seg":
-            if not is_dicom(pred.source):
+            if not is_dicom(source):
                 return False
-            write_dicom_seg(pred.mask, pred.source, path, self.segment_label, model_version=self.model_version)
+            write_dicom_seg(mask, source, path, self.segment_label, model_version=self.model_version)
         return True
 
     def _attempt(self, source: str, stage: str, step: Callable[[], Any]) -> Any:
@@ -232,33 +210,28 @@ class PredictionWriter:
             self.error_report.add(source, stage, f"{type(err).__name__}: {err}", OUTPUT_FAILED)
             return None
 
-    def _boxes(
-        self, item: dict[str, Any], original: tuple[int, ...], model_size: tuple[int, ...]
-    ) -> list[dict[str, Any]]:
-        """Boxes of one image in original pixels, with scores and label names."""
-        scale = torch.tensor([o / m for o, m in zip(original, model_size)] * 2)
-        det = item["det"]
-        return [
-            {
-                "box": [round(float(c), 2) for c in box],
-                "score": round(float(score), 4),
-                "label": self.det_class_names[int(label)],
-            }
-            for box, score, label in zip(det["boxes"].cpu() * scale, det["scores"].cpu(), det["labels"].cpu())
-        ]
 
-    @staticmethod
-    def _box_record(box: dict[str, Any], spacing: tuple[tuple[float, float], str] | None) -> dict[str, Any]:
-        """The JSON item of a box: pixels, and millimetres when the pixel spacing is known (else null)."""
-        return {**box, **(box_in_mm(box["box"], spacing[0]) if spacing else {"box_mm": None, "size_mm": None})}
+def _png_bytes(rows_first: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W) or (H, W, 3) uint8 array (PIL wants rows first; this project's axis 0 is x)."""
+    buffer = io.BytesIO()
+    Image.fromarray(rows_first).save(buffer, format="PNG")
+    return buffer.getvalue()
 
-    @staticmethod
-    def _gating(item: dict[str, Any]) -> dict[str, Any] | None:
-        """The gate decisions and thresholds of one image when the evaluator gated the heads, else None."""
-        if "det_gated_in" not in item:
-            return None
-        return {
-            "det_head_ran": bool(item["det_gated_in"]),
-            "seg_head_ran": bool(item["seg_gated_in"]),
-            "thresholds": dict(item["gate_thresholds"]),
-        }
+
+def overlay(source: str, decision: Decision) -> np.ndarray:
+    """The image of ``source`` as (H, W, 3) uint8 with the decision's mask tinted and its boxes outlined."""
+    grey = load_cxr(source)[0].numpy().T  # (H, W) in [0, 1]
+    rgb = np.repeat((grey * 255).astype(np.float32)[..., None], 3, axis=2)
+    if decision.mask is not None:
+        inside = decision.mask.T
+        rgb[inside] = 0.6 * rgb[inside] + 0.4 * MASK_RGB
+    height, width = grey.shape
+    line = max(1, round(min(height, width) / 256))
+    for box in decision.boxes:
+        x1, y1, x2, y2 = (int(round(c)) for c in box.box)
+        x1, x2 = np.clip([x1, x2], 0, width - 1)
+        y1, y2 = np.clip([y1, y2], 0, height - 1)
+        for rows, cols in ((slice(y1, y1 + line), slice(x1, x2 + 1)), (slice(y2 - line + 1, y2 + 1), slice(x1, x2 + 1)),
+                           (slice(y1, y2 + 1), slice(x1, x1 + line)), (slice(y1, y2 + 1), slice(x2 - line + 1, x2 + 1))):
+            rgb[rows, cols] = BOX_RGB
+    return rgb.astype(np.uint8)

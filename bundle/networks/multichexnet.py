@@ -34,6 +34,9 @@ class MultiCheXNet(nn.Module):
     returns a dict: ``cls`` (B, num_classes) logits, ``seg`` (B, 1, H, W) logits, ``det_cls`` (B, A_total,
     num_det_classes) and ``det_box`` (B, A_total, 4) anchor outputs, ``det_gate``/``seg_gate`` (B, 1) logits.
 
+    ``init_args`` holds the constructor arguments, so that a model file can rebuild the network
+    (:mod:`bundle.packaging`).
+
     Args:
         backbone: CheXEnc backbone name.
         in_channels: image channels.
@@ -45,6 +48,8 @@ class MultiCheXNet(nn.Module):
         det_levels: encoder levels feeding CheXDet's FPN.
         fpn_channels: CheXDet's pyramid width.
     """
+
+    __jit_ignored_attributes__ = ["init_args"]
 
     def __init__(
         self,
@@ -59,6 +64,11 @@ class MultiCheXNet(nn.Module):
         fpn_channels: int = 64,
     ) -> None:
         super().__init__()
+        self.init_args = {
+            "backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
+            "num_det_classes": num_det_classes, "num_anchors": num_anchors, "cls_hidden": cls_hidden,
+            "seg_channels": list(seg_channels), "det_levels": list(det_levels), "fpn_channels": fpn_channels,
+        }
         self.encoder = CheXEnc(backbone, in_channels)
         channels = self.encoder.out_channels
         self.cls_head = CheXCls(channels[-1], num_classes, cls_hidden)

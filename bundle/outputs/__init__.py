@@ -1,7 +1,7 @@
 """Files people open: mask volumes (NIfTI, NRRD, DICOM SEG) and box markups overlaid on the source image."""
 
 from .dicom_seg import write_dicom_seg
-from .geometry import ImageGeometry, box_in_mm, is_dicom, measurement_spacing, read_geometry
+from .geometry import ImageGeometry, is_dicom, measurement_spacing, read_geometry
 from .nifti_nrrd import write_nifti, write_nrrd
 from .report import ErrorReport
 from .slicer_markups import roi_markups, write_roi_markups
@@ -9,7 +9,6 @@ from .slicer_markups import roi_markups, write_roi_markups
 __all__ = [
     "ErrorReport",
     "ImageGeometry",
-    "box_in_mm",
     "is_dicom",
     "measurement_spacing",
     "read_geometry",

@@ -129,12 +129,3 @@ def measurement_spacing(path: str | Path) -> tuple[tuple[float, float], str] | N
     if not is_dicom(path):
         return None
     return dicom_pixel_spacing_source(pydicom.dcmread(str(path), stop_before_pixels=True))
-
-
-def box_in_mm(box: Sequence[float], spacing: tuple[float, float]) -> dict[str, list[float]]:
-    """A pixel box ``[x1, y1, x2, y2]`` in mm: ``box_mm`` (from the image's top-left corner, along its rows
-    and columns) and ``size_mm`` (width, height)."""
-    sx, sy = spacing
-    x1, y1, x2, y2 = (float(c) for c in box)
-    mm = {"box_mm": [x1 * sx, y1 * sy, x2 * sx, y2 * sy], "size_mm": [(x2 - x1) * sx, (y2 - y1) * sy]}
-    return {key: [round(v, 3) for v in values] for key, values in mm.items()}
