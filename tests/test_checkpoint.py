@@ -32,7 +32,7 @@ def test_resume_continues_from_latest(tmp_path: Path) -> None:
     TrainingCheckpoint(str(tmp_path), {"network": net, "optimizer": optimizer}).attach(first)
     first.run(data, max_epochs=2)
     saved = {k: v.clone() for k, v in net.state_dict().items()}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]  # last two
 
     fresh = torch.nn.Linear(3, 1)
     fresh_optimizer = torch.optim.SGD(fresh.parameters(), lr=0.1)
@@ -47,3 +47,4 @@ def test_resume_continues_from_latest(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded[key], saved[key])
     assert resumed_seen == [3, 3]  # only the missing epoch ran
     assert checkpoint.latest() == tmp_path / "checkpoint_epoch=3.pt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]

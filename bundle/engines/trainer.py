@@ -20,6 +20,11 @@ class MultiTaskTrainer(SupervisedTrainer):
     network module name prefixes kept in eval mode (frozen batch-norm statistics); phase handlers change both
     between epochs.
 
+    Gradients are set to None, not zero, before each step (``optim_set_to_none`` defaults to True): a parameter
+    that gets no gradient in an iteration (a head without labels in the batch, a frozen module) is then left
+    alone by the optimiser, instead of moving on momentum and weight decay depending on whether an earlier
+    iteration happened to give it a gradient, state that no checkpoint holds.
+
     Args:
         tasks: heads computed each iteration.
         args, kwargs: as :class:`monai.engines.SupervisedTrainer` (``decollate`` is forced off).
@@ -27,6 +32,7 @@ class MultiTaskTrainer(SupervisedTrainer):
 
     def __init__(self, *args: Any, tasks: list[str] | None = None, **kwargs: Any) -> None:
         kwargs["decollate"] = False
+        kwargs.setdefault("optim_set_to_none", True)
         super().__init__(*args, **kwargs)
         self.tasks = tasks
         self.frozen: list[str] = []

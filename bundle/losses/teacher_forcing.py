@@ -8,6 +8,7 @@ what the classifier passes, its false positives included, which then teach the h
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
@@ -47,6 +48,15 @@ class TeacherForcing:
     def forced_fraction(self) -> float:
         """Fraction of draws that were forced so far (NaN before the first)."""
         return self.forced / self.draws if self.draws else float("nan")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The draws' generator state and the counts, for a training checkpoint."""
+        return {"generator": self.generator.get_state(), "forced": self.forced, "draws": self.draws}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the draws and counts from :meth:`state_dict`'s ``state``."""
+        self.generator.set_state(state["generator"])
+        self.forced, self.draws = int(state["forced"]), int(state["draws"])
 
     def attach(self, engine: Engine) -> None:
         """Log the realised forced fraction each epoch and keep it in ``engine.state.metrics``."""
