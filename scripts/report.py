@@ -5,8 +5,9 @@
         --table2 "teacher_forcing=runs/tf/metrics.json,gated=eval/metrics.json"
 
 Roles: table1 single_cls, single_seg, single_det, bigbang, multichexnet; table2 teacher_forcing, gated;
-table3 transfer, scratch; table4 multichexnet, chexnet. Curves, calibration and gallery need the
-predictions.npz that the evaluation writes beside each metrics.json.
+table3 transfer, scratch; table4 multichexnet, chexnet. Each run's section shows its decision policy and
+reliability diagrams (from metrics.json); curves and gallery need the predictions.npz that the evaluation writes
+beside each metrics.json.
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ def build(
     table3: str = "",
     table4: str = "",
     title: str = "MultiCheXNet evaluation report",
-    box_score: float = 0.5,
 ) -> str:
     """Write report.md, report.html and figures to ``out``; return the Markdown path."""
     tables = {"table1": table1, "table2": table2, "table3": table3, "table4": table4}
     command = "python scripts/report.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    paths = build_report(metrics_files, out, tables, title, command, box_score)
+    paths = build_report(metrics_files, out, tables, title, command)
     return str(paths["markdown"])
 
 

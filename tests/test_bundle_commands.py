@@ -7,13 +7,16 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 import torch
 
+from bundle.data import NIH_FINDINGS
 from bundle.handlers.metrics_report import stored_gate_thresholds
 from bundle.networks import MultiCheXNet
+from bundle.packaging import read_package
 
 from .conftest import ROOT, SHARED
 
@@ -44,8 +47,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_datalist: Path) -> di
 
 def test_training_writes_checkpoint_and_events(trained: dict[str, Path]) -> None:
     state = torch.load(trained["ckpt"] / "model.pt", map_location="cpu", weights_only=True)
-    net = MultiCheXNet(num_anchors=4)
-    net.load_state_dict(state)
+    package = read_package(trained["ckpt"] / "model.pt")
+    assert package is not None and set(state) == {"model", "bundle"}
+    package.network().load_state_dict(state["model"])  # the network the package describes takes the weights
+    policy = package.policy
+    assert policy.class_names == tuple(NIH_FINDINGS) and policy.image_size == (64, 64)
+    assert all(p.rule == "default" for p in policy.findings.values())  # nothing chosen yet
     assert any(p.name.startswith("events.out.tfevents") for p in trained["eval"].iterdir())
 
 
@@ -60,29 +67,43 @@ def test_evaluate_prints_head_metrics(trained: dict[str, Path]) -> None:
     assert (trained["eval"] / "metrics.csv").is_file()
     report = json.loads((trained["eval"] / "metrics.json").read_text())
     assert report["dataset"]["split"] == "testing" and report["dataset"]["images"] == 12
-    assert report["bootstrap"]["resamples"] == 1000 and report["thresholds"]["source"] == "default"
-    for name in ("cls/auroc_macro", "cls/f1_micro", "seg/dice_mean_gated", "det/rsna_map", "det/coco_map"):
+    assert report["bootstrap"]["resamples"] == 1000
+    policy = report["policy"]  # the model file's own, as shipped by training: defaults everywhere, said so
+    assert policy["source"] == str(trained["ckpt"] / "model.pt") and not policy["chosen_on_this_split"]
+    assert set(policy["fallbacks"]) >= {f"findings/{n}" for n in NIH_FINDINGS} | {"gates/det_gate", "mask_threshold"}
+    for name in ("cls/auroc_macro", "cls/f1_micro", "cls/ece_calibrated_macro", "seg/dice_mean_gated", "det/rsna_map",
+                 "det/coco_map"):
         assert set(report["metrics"][name]) == {"value", "low", "high"}
+    assert set(report["calibration"]["findings"]) == set(NIH_FINDINGS)
     assert (trained["eval"] / "predictions.npz").is_file()
 
 
-def test_evaluate_uses_thresholds_chosen_on_validation(trained: dict[str, Path]) -> None:
+def test_evaluate_uses_the_policy_chosen_on_validation(trained: dict[str, Path]) -> None:
+    model, validation = trained["ckpt"] / "model.pt", trained["eval"].parent / "eval_validation"
     common = [
         "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']",
         "--datalist_file", str(trained["datalist"]), "--ckpt_dir", str(trained["ckpt"]),
         "--bootstrap_resamples", "100", *TINY,
     ]
-    _bundle(*common, "--eval_split", "validation", "--choose_thresholds", "True",
-            "--output_dir", str(trained["eval"].parent / "eval_validation"))
-    assert (trained["ckpt"] / "thresholds.json").is_file()
+    weights = torch.load(model, map_location="cpu", weights_only=True)["model"]
+    _bundle(*common, "--eval_split", "validation", "--choose_thresholds", "True", "--output_dir", str(validation))
+    assert not (trained["ckpt"] / "thresholds.json").exists()  # one home: the model file
+    chosen = json.loads((validation / "metrics.json").read_text())["policy"]
+    assert chosen["written_to"] == str(model) and chosen["rules"]["findings"] == "max_f1"
+    stored = read_package(model).policy
+    for point in [*stored.findings.values(), *stored.gates.values(), stored.box_score, stored.mask_threshold]:
+        assert point.rule in ("max_f1", "youden", "max_rsna_score", "max_mean_dice") and point.n_pos is not None
+        assert point.chosen_on == date.today().isoformat() and point.dataset == f"{trained['datalist'].name}#validation"
+    gate = stored.gates["det_gate"]  # 12 validation images: a rule without 10 positives keeps 0.5 and says so
+    assert gate.fallback == (gate.n_pos < 10 or gate.n_neg < 10)
+    if gate.fallback:
+        assert gate.threshold == 0.5 and chosen["fallbacks"]["gates/det_gate"] == gate.reason
+    after = torch.load(model, map_location="cpu", weights_only=True)["model"]
+    assert all(torch.equal(weights[k], after[k]) for k in weights)  # only the policy was rewritten
     _bundle(*common, "--output_dir", str(trained["eval"]))
     report = json.loads((trained["eval"] / "metrics.json").read_text())
-    assert report["thresholds"]["source"] == str(trained["ckpt"] / "thresholds.json")
-    gates = json.loads((trained["ckpt"] / "thresholds.json").read_text())["gates"]
-    assert gates["criterion"] == "youden" and all(0.0 <= gates[g] <= 1.0 for g in ("det_gate", "seg_gate"))
-    assert report["thresholds"]["gates"] == {"det_gate": gates["det_gate"], "seg_gate": gates["seg_gate"]}
-    box_score = json.loads((trained["ckpt"] / "thresholds.json").read_text())["detection"]["box_score"]
-    assert report["thresholds"]["detection"] == {"box_score": box_score} and 0.0 <= box_score < 1.0
+    assert report["policy"]["source"] == str(model) and not report["policy"]["chosen_on_this_split"]
+    assert report["policy"]["settings"] == json.loads(json.dumps(stored.to_dict()))
 
 
 def test_inference_writes_outputs(trained: dict[str, Path], tmp_path: Path) -> None:

@@ -12,20 +12,16 @@ from bundle.metrics import (
     MultiLabelAUROC,
     RSNAMap,
     choose_box_score,
-    choose_seg_postprocessing,
-    choose_thresholds,
     coco_map,
     dice_per_image,
     macro_auroc,
     mean_dice,
     per_class_auroc,
     positive_dice,
-    postprocess_mask,
     rsna_image_score,
     rsna_map,
     threshold_metrics,
 )
-from bundle.metrics.segmentation import dice_for_settings
 
 
 @pytest.fixture
@@ -70,24 +66,6 @@ def test_threshold_metrics_match_sklearn(multilabel) -> None:
     assert got["f1_micro"] != pytest.approx(got["accuracy_micro"])
 
 
-def test_choose_thresholds_maximises_f1_and_youden(multilabel) -> None:
-    probs, labels, known = multilabel
-    for criterion in ("f1", "youden"):
-        chosen = choose_thresholds(probs, labels, known, criterion)
-        for c in range(4):
-            y, s = labels[known[:, c], c], probs[known[:, c], c]
-
-            def gain(t: float) -> float:
-                p = s >= t
-                if criterion == "f1":
-                    return f1_score(y, p, zero_division=0)
-                return recall_score(y, p) + recall_score(y, p, pos_label=0) - 1
-
-            assert gain(chosen[c]) == pytest.approx(max(gain(t) for t in np.unique(s)))
-    labels[:, 1] = 0
-    assert choose_thresholds(probs, labels, known)[1] == 0.5  # no positive: the default
-
-
 def test_multilabel_auroc_ignite_metric(multilabel) -> None:
     probs, labels, known = multilabel
     metric = MultiLabelAUROC()
@@ -112,29 +90,6 @@ def test_dice_hand_cases() -> None:
     # images 3 and 4 have a true mask: (0 + 2/3) / 2
     assert positive_dice(scores, [False, False, True, True]) == pytest.approx(1 / 3)
     assert np.isnan(positive_dice(scores, [False] * 4))
-
-
-def test_postprocess_mask_drops_small_components() -> None:
-    prob = np.zeros((10, 10))
-    prob[0:4, 0:4] = 0.9  # 16 pixels
-    prob[8, 8] = 0.9  # 1 pixel
-    prob[6, 0:3] = 0.55  # 3 pixels, only above a 0.5 threshold
-    assert postprocess_mask(prob, 0.5, 0).sum() == 20
-    assert postprocess_mask(prob, 0.5, 2).sum() == 19
-    assert postprocess_mask(prob, 0.6, 2).sum() == 16
-    assert postprocess_mask(prob, 0.5, 17).sum() == 0
-
-
-def test_choose_seg_postprocessing_picks_best_mean_dice() -> None:
-    truth = np.zeros((2, 10, 10), bool)
-    truth[0, 0:4, 0:4] = True
-    prob = np.zeros((2, 10, 10))
-    prob[0, 0:4, 0:4] = 0.8
-    prob[1, 9, 9] = 0.8  # a speck on an empty image: removing it turns Dice 0 into 1
-    settings = [(0.5, 0), (0.5, 5), (0.9, 0)]
-    scores = dice_for_settings(prob, truth, settings)
-    np.testing.assert_allclose(scores, [[1, 1, 0], [0, 1, 1]])
-    assert choose_seg_postprocessing(scores, settings) == (0.5, 5)
 
 
 def test_mean_dice_ignite_metric() -> None:

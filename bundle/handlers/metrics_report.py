@@ -1,21 +1,22 @@
-"""MetricsReport: collect an evaluator's per-sample outputs and write every metric with its 95% CI to metrics.json.
+"""MetricsReport: collect an evaluator's per-sample outputs, apply the model's decision policy, and write every
+metric with its 95% CI, the policy applied and the calibration to metrics.json.
 
-Thresholds "stored with the model": run once on the validation split with ``choose_thresholds=True``; the
-classifier's per-class thresholds (max F1 by default) and the segmentation post-processing (probability
-threshold and minimum component area, max mean Dice) chosen there are written to ``thresholds_file`` (by default
-``<ckpt_dir>/thresholds.json``, beside ``model.pt``). Later runs read that file; without it they use 0.5 and
-no component filtering, and say so in metrics.json.
+The policy is the one inference applies (:func:`bundle.handlers.evaluation_policy.model_policy`: the model
+file's own, else a legacy ``thresholds.json`` beside it, else defaults), so the metrics score the findings a user
+gets. With ``choose_policy`` (on a validation split) the whole policy is chosen there instead (calibration,
+operating points by the configured rules, mask and box settings) and written into the model file; a plain state
+dict without a package has nowhere to hold it, and the run stops before evaluating with a message saying so.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,33 +26,43 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
-from bundle.metrics.bootstrap import DEFAULT_RESAMPLES, bootstrap_metrics
-from bundle.metrics.classification import choose_thresholds
-from bundle.metrics.evaluation import Records, Thresholds, evaluation_statistic
-from bundle.metrics.rsna import choose_box_score
-from bundle.metrics.segmentation import choose_seg_postprocessing, dice_for_settings, postprocess_settings
-
+from bundle.decisions import DecisionPolicy
 from bundle.fileio import atomic_write
+from bundle.metrics.bootstrap import DEFAULT_RESAMPLES, bootstrap_metrics
+from bundle.metrics.evaluation import Records, evaluation_statistic
+from bundle.packaging import ModelFileError, file_sha256, write_policy
+
+from .evaluation_policy import (
+    Collected,
+    DecisionRules,
+    apply_policy,
+    calibration_statistic,
+    calibration_summary,
+    choose_evaluation_policy,
+    mask_dice,
+    mask_settings,
+    model_policy,
+    policy_fallbacks,
+)
 
 logger = logging.getLogger(__name__)
 
 HEAD_FLAGS: tuple[str, ...] = ("has_cls", "has_seg", "has_det")
 
 
-def sha256_of(path: str | Path) -> str | None:
-    """SHA-256 hex digest of a file's bytes; None when it does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinity as None (valid JSON)."""
+    if isinstance(value, Mapping):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
-def _json_number(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), 6)
+def _metric_value(value: float) -> float | None:
+    return round(float(value), 6) if math.isfinite(value) else None
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -64,12 +75,12 @@ class MetricsReport:
     Args:
         output_dir: folder of the outputs.
         class_names: classifier outputs' names; det_class_names: box classes' names.
+        image_size: the model's input (W, H), for a policy made of defaults.
         datalist: datalist file evaluated; split: its list evaluated (both recorded).
-        checkpoint: model file evaluated (its SHA-256 is recorded).
-        thresholds_file: where thresholds are read, or written when ``choose_thresholds``.
-        choose_thresholds: choose thresholds on this split and write them (refused on a 'testing' split).
-        threshold_criterion: 'f1' or 'youden', for the classifier's thresholds.
-        gate_threshold: gate probability below which the gated metrics drop an image's mask and boxes.
+        checkpoint: model file evaluated: its SHA-256 is recorded and its decision policy applied.
+        choose_policy: choose the decision policy on this split and write it into ``checkpoint`` (refused on a
+            'testing' split; needs a model file with a package).
+        decision_rules: how to choose it (:class:`DecisionRules` fields; defaults when None).
         n_resamples, seed: patient bootstrap settings.
         save_predictions: also write ``predictions.npz`` (per-sample probabilities, labels, boxes, gallery).
         gallery_size, gallery_side: images kept for the report's gallery, and their side in pixels.
@@ -80,33 +91,31 @@ class MetricsReport:
         output_dir: str | Path,
         class_names: Sequence[str],
         det_class_names: Sequence[str] = ("opacity",),
+        image_size: Sequence[int] = (128, 128),
         datalist: str | Path | None = None,
         split: str = "",
         checkpoint: str | Path | None = None,
-        thresholds_file: str | Path | None = None,
-        choose_thresholds: bool = False,
-        threshold_criterion: str = "f1",
-        gate_threshold: float = 0.5,
+        choose_policy: bool = False,
+        decision_rules: Mapping[str, Any] | None = None,
         n_resamples: int = DEFAULT_RESAMPLES,
         seed: int = 0,
         save_predictions: bool = True,
         gallery_size: int = 16,
         gallery_side: int = 128,
     ) -> None:
-        if choose_thresholds and split == "testing":
-            raise ValueError("thresholds must be chosen on a validation split, not on 'testing'")
-        if choose_thresholds and thresholds_file is None:
-            raise ValueError("choose_thresholds needs a thresholds_file to write")
+        if choose_policy and split == "testing":
+            raise ValueError("the decision policy must be chosen on a validation split, not on 'testing'")
+        if choose_policy and checkpoint is None:
+            raise ValueError("choose_policy needs the checkpoint to write the chosen policy into")
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names)
         self.det_class_names = list(det_class_names)
+        self.model_size = tuple(int(s) for s in image_size)
         self.datalist = None if datalist is None else str(datalist)
         self.split = split
-        self.checkpoint = None if checkpoint is None else str(checkpoint)
-        self.thresholds_file = None if thresholds_file is None else Path(thresholds_file)
-        self.choose = choose_thresholds
-        self.criterion = threshold_criterion
-        self.gate_threshold = gate_threshold
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.choose = choose_policy
+        self.rules = DecisionRules.from_config(decision_rules)
         self.n_resamples = n_resamples
         self.seed = seed
         self.save_predictions = save_predictions
@@ -118,85 +127,25 @@ class MetricsReport:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.COMPLETED, self.finish)
 
-    # -- thresholds -------------------------------------------------------------------------------------------
-    def load_thresholds(self) -> Thresholds:
-        """The thresholds file's settings, or the defaults when there is none (or thresholds are being chosen)."""
-        default = Thresholds(
-            cls=[0.5] * len(self.class_names), det_gate=self.gate_threshold, seg_gate=self.gate_threshold
-        )
-        if self.choose or self.thresholds_file is None or not self.thresholds_file.is_file():
-            return default
-        stored = json.loads(self.thresholds_file.read_text())
-        if stored["classification"]["names"] != self.class_names:
-            raise ValueError(f"{self.thresholds_file}: class names differ from the model's")
-        if self.checkpoint and stored.get("checkpoint_sha256") not in (None, sha256_of(self.checkpoint)):
-            logger.warning("%s was chosen for another checkpoint than %s", self.thresholds_file, self.checkpoint)
-        return Thresholds(
-            cls=[float(t) for t in stored["classification"]["thresholds"]],
-            seg_threshold=float(stored["segmentation"]["threshold"]),
-            seg_min_area=int(stored["segmentation"]["min_area"]),
-            det_gate=float(stored.get("gates", {}).get("det_gate", self.gate_threshold)),
-            seg_gate=float(stored.get("gates", {}).get("seg_gate", self.gate_threshold)),
-            det_score=float(stored.get("detection", {}).get("box_score", 0.0)),
-            source=str(self.thresholds_file),
-        )
-
-    def _choose(self, records: Records, seg_scores: np.ndarray) -> Thresholds:
-        c = records.has_cls.astype(bool)
-        cls = choose_thresholds(records.cls_prob[c], records.cls[c], records.cls_known[c].astype(bool), self.criterion)
-        s = records.has_seg.astype(bool)
-        threshold, min_area = choose_seg_postprocessing(seg_scores[s], self.settings) if s.any() else (0.5, 0)
-        gates = self._choose_gates(records)
-        d = np.flatnonzero(records.has_det)
-        box_score = choose_box_score(
-            [records.pred_boxes[i] for i in d], [records.pred_scores[i] for i in d], [records.true_boxes[i] for i in d]
-        )
-        chosen = Thresholds(
-            cls=cls.tolist(), seg_threshold=threshold, seg_min_area=min_area, **gates, det_score=box_score,
-            source=f"chosen on this split ({self.split}), written to {self.thresholds_file}",
-        )
-        stored = {
-            "classification": {"names": self.class_names, "thresholds": chosen.cls, "criterion": self.criterion},
-            "segmentation": {"threshold": threshold, "min_area": min_area, "criterion": "mean per-image Dice"},
-            "gates": {**gates, "criterion": "youden"},
-            "detection": {"box_score": box_score, "criterion": "RSNA challenge score"},
-            "chosen_on": {"datalist": self.datalist, "split": self.split},
-            "checkpoint_sha256": sha256_of(self.checkpoint) if self.checkpoint else None,
-        }
-        atomic_write(self.thresholds_file, json.dumps(stored, indent=2).encode())
-        logger.info("wrote thresholds chosen on %s to %s", self.split, self.thresholds_file)
-        return chosen
-
-    def _choose_gates(self, records: Records) -> dict[str, float]:
-        """Each gate's threshold maximising Youden's J on the images that carry its labels (the configured
-        threshold when they are all positive or all negative)."""
-        d, s = records.has_det.astype(bool), records.has_seg.astype(bool)
-        det_truth = np.array([len(b) > 0 for b in records.true_boxes], dtype=bool)
-        gates = {}
-        for name, prob, truth, flag in (
-            ("det_gate", records.det_gate_prob, det_truth, d),
-            ("seg_gate", records.seg_gate_prob, records.seg_positive.astype(bool), s),
-        ):
-            known = np.ones((int(flag.sum()), 1), dtype=bool)
-            gates[name] = float(
-                choose_thresholds(prob[flag][:, None], truth[flag][:, None].astype(float), known, "youden",
-                                  default=self.gate_threshold)[0]
-            )
-        return gates
-
     # -- events -----------------------------------------------------------------------------------------------
     def start(self, engine: Engine) -> None:
-        """Reset the collected data and fix the segmentation settings to score (the grid when choosing)."""
-        self.thresholds = self.load_thresholds()
-        self.settings = (
-            postprocess_settings() if self.choose else [(self.thresholds.seg_threshold, self.thresholds.seg_min_area)]
-        )
+        """Read the model's policy (refusing to choose one that could not be stored) and reset the collected data."""
+        self.policy, packaged = model_policy(self.checkpoint, self.class_names, self.model_size, self.det_class_names)
+        if self.choose and not packaged:
+            raise ModelFileError(
+                f"{self.checkpoint}: a plain state dict without a model package, so a decision policy chosen here "
+                "could not be stored with the model; nothing was evaluated or written. Retrain with the current "
+                "configs/train.json (it saves the package), then choose on validation again"
+            )
+        self.checkpoint_sha256 = file_sha256(self.checkpoint) if self.checkpoint else None
+        self.settings = mask_settings(self.policy, self.choose)
+        logger.info("decision policy: %s", "chosen on this split" if self.choose else self.policy.source)
         self._data: dict[str, list] = defaultdict(list)
         self._gallery: dict[str, list] = defaultdict(list)  # samples with masks or boxes
         self._fallback: dict[str, list] = defaultdict(list)  # the others, shown when too few have labels
 
     def collect(self, engine: Engine) -> None:
-        """Keep the per-sample predictions and labels of the iteration's batch."""
+        """Keep the per-sample outputs and labels of the iteration's batch (per-image Dice under each setting)."""
         out = engine.state.output
         n, n_classes = out["cls_prob"].shape
         d = self._data
@@ -208,19 +157,19 @@ class MetricsReport:
         d["image"] += images
         # without a patient id, an image is its own patient (and the bootstrap resamples images)
         d["patient_id"] += [str(p) or f"image:{f}" for p, f in zip(out.get("patient_id") or [""] * n, images)]
-        d["cls_prob"].append(_numpy(out["cls_prob"]).astype(np.float32))
+        d["cls_prob"].append(_numpy(out["cls_prob"]).astype(np.float64))
         d["cls"].append(_numpy(out["cls"]) if "cls" in out else np.zeros((n, n_classes)))
         known = _numpy(out["cls_known"]).astype(bool) if "cls_known" in out else np.zeros((n, n_classes), bool)
         d["cls_known"].append(known)
         for key in ("seg_gate_prob", "det_gate_prob"):
-            d[key].append(_numpy(out[key]).astype(np.float32))
+            d[key].append(_numpy(out[key]).astype(np.float64))
         seg_prob = _numpy(out["seg_prob"])[:, 0]
         truth = _numpy(out["mask"])[:, 0] > 0 if "mask" in out else np.zeros(seg_prob.shape, bool)
         scores = np.full((n, len(self.settings)), np.nan)
         s = flags["has_seg"]
         if s.any():
-            scores[s] = dice_for_settings(seg_prob[s], truth[s], self.settings)
-        d["seg_scores"].append(scores)
+            scores[s] = mask_dice(seg_prob[s], truth[s], self.settings)
+        d["seg_dice"].append(scores)
         d["seg_positive"].append(truth.reshape(n, -1).any(1))
         for i in range(n):
             self._collect_boxes(out, i)
@@ -234,11 +183,11 @@ class MetricsReport:
 
     def _collect_boxes(self, out: dict[str, Any], i: int) -> None:
         det, d = out["det"][i], self._data
-        d["pred_boxes"].append(_numpy(det["boxes"]).reshape(-1, 4).astype(np.float32))
-        d["pred_scores"].append(_numpy(det["scores"]).reshape(-1).astype(np.float32))
+        d["pred_boxes"].append(_numpy(det["boxes"]).reshape(-1, 4).astype(np.float64))
+        d["pred_scores"].append(_numpy(det["scores"]).reshape(-1).astype(np.float64))
         d["pred_labels"].append(_numpy(det["labels"]).reshape(-1).astype(np.int64))
         truth = (out["boxes"][i], out["box_labels"][i]) if "boxes" in out else (np.zeros((0, 4)), np.zeros(0))
-        d["true_boxes"].append(_numpy(truth[0]).reshape(-1, 4).astype(np.float32))
+        d["true_boxes"].append(_numpy(truth[0]).reshape(-1, 4).astype(np.float64))
         d["true_labels"].append(_numpy(truth[1]).reshape(-1).astype(np.int64))
 
     def _keep_for_gallery(
@@ -255,38 +204,52 @@ class MetricsReport:
         kept["seg_prob"].append((np.clip(resize(seg_prob, "area"), 0, 1) * 255).astype(np.uint8))
         kept["mask"].append(resize(truth, "nearest") > 0)
 
-    def finish(self, engine: Engine) -> None:
-        """Compute every metric with its bootstrap CI and write the files."""
+    def _collected(self) -> Collected:
         d = self._data
-        if not d:
+        arrays = {key: np.concatenate(d[key]) for key in (
+            "cls_prob", "cls", "cls_known", *HEAD_FLAGS, "seg_dice", "seg_positive", "seg_gate_prob", "det_gate_prob"
+        )}
+        boxes = {key: d[key] for key in ("pred_boxes", "pred_scores", "pred_labels", "true_boxes", "true_labels")}
+        return Collected(patient_id=d["patient_id"], image=d["image"], **arrays, **boxes)
+
+    def _choose(self, collected: Collected) -> tuple[DecisionPolicy, int]:
+        """The policy chosen on this split, written into the model file."""
+        dataset = f"{Path(self.datalist).name if self.datalist else 'datalist'}#{self.split}"
+        policy, setting = choose_evaluation_policy(
+            collected, self.policy, self.settings, self.rules, dataset, self.checkpoint_sha256
+        )
+        write_policy(self.checkpoint, policy)
+        logger.info("wrote the decision policy chosen on %s into %s", dataset, self.checkpoint)
+        return replace(policy, source=str(self.checkpoint)), setting
+
+    def finish(self, engine: Engine) -> None:
+        """Apply (or choose) the policy, compute every metric with its bootstrap CI and write the files."""
+        if not self._data:
             logger.warning("MetricsReport: the evaluator saw no data; nothing written")
             return
-        seg_scores = np.concatenate(d["seg_scores"])  # (N, settings); one setting unless choosing
-        records = Records(
-            patient_id=d["patient_id"], image=d["image"],
-            cls_prob=np.concatenate(d["cls_prob"]), cls=np.concatenate(d["cls"]),
-            cls_known=np.concatenate(d["cls_known"]), has_cls=np.concatenate(d["has_cls"]),
-            has_seg=np.concatenate(d["has_seg"]), seg_dice=seg_scores[:, 0],
-            seg_positive=np.concatenate(d["seg_positive"]),
-            seg_gate_prob=np.concatenate(d["seg_gate_prob"]), has_det=np.concatenate(d["has_det"]),
-            det_gate_prob=np.concatenate(d["det_gate_prob"]),
-            pred_boxes=d["pred_boxes"], pred_scores=d["pred_scores"], pred_labels=d["pred_labels"],
-            true_boxes=d["true_boxes"], true_labels=d["true_labels"],
+        collected = self._collected()
+        policy, setting = self._choose(collected) if self.choose else (self.policy, 0)
+        fallbacks = policy_fallbacks(policy)
+        if fallbacks:
+            logger.warning("decision policy: defaults kept instead of choices for %s (reasons: metrics.json, "
+                           "policy.fallbacks)", ", ".join(fallbacks))
+        records = apply_policy(collected, policy, setting)
+        cls_thresholds = [policy.findings[n].threshold for n in self.class_names]
+        metrics = evaluation_statistic(records, cls_thresholds, self.class_names, self.det_class_names)
+        calibration = calibration_statistic(collected, records.cls_prob, self.class_names)
+        intervals = bootstrap_metrics(
+            lambda idx: {**metrics(idx), **calibration(idx)}, records.patient_id, self.n_resamples, self.seed
         )
-        thresholds = self.thresholds
-        if self.choose:
-            thresholds = self._choose(records, seg_scores)
-            records.seg_dice = seg_scores[:, self.settings.index((thresholds.seg_threshold, thresholds.seg_min_area))]
-        statistic = evaluation_statistic(records, thresholds, self.class_names, self.det_class_names)
-        intervals = bootstrap_metrics(statistic, records.patient_id, self.n_resamples, self.seed)
-        report = self._report(records, thresholds, intervals)
-        atomic_write(self.output_dir / "metrics.json", json.dumps(report, indent=2).encode())
+        report = self._report(records, policy, intervals, calibration_summary(collected, records.cls_prob, policy))
+        atomic_write(self.output_dir / "metrics.json", json.dumps(_json_ready(report), indent=2).encode())
         if self.save_predictions:
-            self._write_predictions(records, thresholds)
-        headline = ("cls/auroc_macro", "cls/f1_macro", "seg/dice_mean", "det/rsna_map", "det/coco_map")
+            self._write_predictions(records, collected, cls_thresholds, policy)
+        headline = ("cls/auroc_macro", "cls/f1_macro", "cls/ece_calibrated_macro", "seg/dice_mean", "det/rsna_map")
         logger.info("metrics.json: %s", {k: report["metrics"][k]["value"] for k in headline})
 
-    def _report(self, records: Records, thresholds: Thresholds, intervals: dict) -> dict[str, Any]:
+    def _report(
+        self, records: Records, policy: DecisionPolicy, intervals: dict, calibration: dict[str, Any]
+    ) -> dict[str, Any]:
         synthetic = None
         if self.datalist and Path(self.datalist).is_file():
             synthetic = bool(json.loads(Path(self.datalist).read_text()).get("synthetic", False))
@@ -302,44 +265,55 @@ class MetricsReport:
                 "images_with_seg": int(records.has_seg.sum()),
                 "images_with_det": int(records.has_det.sum()),
             },
-            "checkpoint": {"path": self.checkpoint, "sha256": sha256_of(self.checkpoint) if self.checkpoint else None},
+            "checkpoint": {"path": None if self.checkpoint is None else str(self.checkpoint),
+                           "sha256": self.checkpoint_sha256},
             "class_names": self.class_names,
             "det_class_names": self.det_class_names,
-            "thresholds": {
-                "source": thresholds.source,
-                "classification": dict(zip(self.class_names, thresholds.cls)),
-                "segmentation": {"threshold": thresholds.seg_threshold, "min_area": thresholds.seg_min_area},
-                "gates": {"det_gate": thresholds.det_gate, "seg_gate": thresholds.seg_gate},
-                "detection": {"box_score": thresholds.det_score},
+            "policy": {
+                "source": policy.source,
+                "chosen_on_this_split": self.choose,
+                "written_to": str(self.checkpoint) if self.choose else None,
+                "rules": self.rules.to_dict() if self.choose else None,
+                "fallbacks": policy_fallbacks(policy),
+                "settings": policy.to_dict(),
             },
+            "calibration": calibration,
             "bootstrap": {
                 "unit": "patient", "resamples": self.n_resamples, "seed": self.seed,
                 "confidence": 0.95, "method": "percentile",
             },
             "metrics": {
-                name: {"value": _json_number(v.value), "low": _json_number(v.low), "high": _json_number(v.high)}
+                name: {"value": _metric_value(v.value), "low": _metric_value(v.low), "high": _metric_value(v.high)}
                 for name, v in intervals.items()
             },
         }
 
-    def _write_predictions(self, records: Records, thresholds: Thresholds) -> None:
+    def _write_predictions(
+        self, records: Records, collected: Collected, cls_thresholds: Sequence[float], policy: DecisionPolicy
+    ) -> None:
         def flat(arrays: list[np.ndarray], width: int | None = None) -> np.ndarray:
             empty = np.zeros((0, width) if width else 0, np.float32)
             return np.concatenate(arrays) if arrays else empty
 
-        counts = np.array([len(b) for b in records.pred_boxes])
-        true_counts = np.array([len(b) for b in records.true_boxes])
+        def owner(boxes: list[np.ndarray]) -> np.ndarray:
+            return np.repeat(np.arange(len(records)), [len(b) for b in boxes])
+
         arrays = {
             "patient_id": np.array(records.patient_id), "image": np.array(records.image),
             "class_names": np.array(self.class_names), "det_class_names": np.array(self.det_class_names),
-            "image_size": np.array(self.image_size),
-            "cls_prob": records.cls_prob, "cls": records.cls.astype(np.int8), "cls_known": records.cls_known,
-            "cls_thresholds": np.array(thresholds.cls), "has_cls": records.has_cls, "has_seg": records.has_seg,
+            "image_size": np.array(self.image_size), "policy": np.array(json.dumps(policy.to_dict())),
+            "cls_prob": records.cls_prob.astype(np.float32),
+            "cls_prob_uncalibrated": collected.cls_prob.astype(np.float32),
+            "cls": records.cls.astype(np.int8), "cls_known": records.cls_known,
+            "cls_thresholds": np.array(cls_thresholds), "has_cls": records.has_cls, "has_seg": records.has_seg,
             "has_det": records.has_det, "seg_dice": records.seg_dice, "seg_positive": records.seg_positive,
-            "seg_gate_prob": records.seg_gate_prob, "det_gate_prob": records.det_gate_prob,
-            "pred_image": np.repeat(np.arange(len(records)), counts), "pred_boxes": flat(records.pred_boxes, 4),
+            "seg_gate_prob": records.seg_gate_prob.astype(np.float32), "seg_open": records.seg_open,
+            "det_gate_prob": records.det_gate_prob.astype(np.float32), "det_open": records.det_open,
+            "pred_image": owner(records.pred_boxes), "pred_boxes": flat(records.pred_boxes, 4),
             "pred_scores": flat(records.pred_scores), "pred_labels": flat(records.pred_labels),
-            "true_image": np.repeat(np.arange(len(records)), true_counts), "true_boxes": flat(records.true_boxes, 4),
+            "kept_image": owner(records.kept_boxes), "kept_boxes": flat(records.kept_boxes, 4),
+            "kept_scores": flat(records.kept_scores),
+            "true_image": owner(records.true_boxes), "true_boxes": flat(records.true_boxes, 4),
             "true_labels": flat(records.true_labels),
         }
         room = self.gallery_size - len(self._gallery["index"])

@@ -5,23 +5,10 @@ from __future__ import annotations
 from ignite.metrics import Metric, MetricsLambda
 
 from .bootstrap import Interval, bootstrap_ci, bootstrap_metrics
-from .classification import (
-    MultiLabelAUROC,
-    choose_thresholds,
-    macro_auroc,
-    per_class_auroc,
-    threshold_metrics,
-)
+from .classification import MultiLabelAUROC, binary_auroc, macro_auroc, per_class_auroc, threshold_metrics
 from .detection import CocoAP, DetectionMAP, coco_map
 from .rsna import RSNAMap, choose_box_score, rsna_image_score, rsna_map
-from .segmentation import (
-    MeanDice,
-    choose_seg_postprocessing,
-    dice_per_image,
-    mean_dice,
-    positive_dice,
-    postprocess_mask,
-)
+from .segmentation import MeanDice, dice_per_image, mean_dice, positive_dice
 
 
 def _mean_ignoring_nan(*values: float) -> float:
@@ -41,10 +28,10 @@ __all__ = [
     "MeanDice",
     "MultiLabelAUROC",
     "RSNAMap",
+    "binary_auroc",
     "bootstrap_ci",
     "bootstrap_metrics",
-    "choose_seg_postprocessing",
-    "choose_thresholds",
+    "choose_box_score",
     "coco_map",
     "dice_per_image",
     "macro_auroc",
@@ -52,8 +39,6 @@ __all__ = [
     "mean_metric",
     "per_class_auroc",
     "positive_dice",
-    "postprocess_mask",
-    "choose_box_score",
     "rsna_image_score",
     "rsna_map",
     "threshold_metrics",

@@ -86,39 +86,6 @@ def threshold_metrics(
     return result
 
 
-def _best_threshold(scores: np.ndarray, labels: np.ndarray, criterion: str) -> float:
-    """Threshold among the observed scores maximising F1 or Youden's J (sensitivity + specificity - 1)."""
-    labels = labels.astype(bool)
-    order = np.argsort(-scores, kind="mergesort")
-    sorted_scores, sorted_labels = scores[order], labels[order]
-    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]  # last index of each distinct score
-    tp = np.cumsum(sorted_labels)[last]
-    fp = np.cumsum(~sorted_labels)[last]
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if criterion == "f1":
-        gain = _ratio(2 * tp, tp + fp + n_pos)
-    elif criterion == "youden":
-        gain = _ratio(tp, n_pos) - _ratio(fp, n_neg)
-    else:
-        raise ValueError(f"criterion must be 'f1' or 'youden', got {criterion!r}")
-    return float(sorted_scores[last][int(np.nanargmax(gain))])
-
-
-def choose_thresholds(
-    probs: np.ndarray, labels: np.ndarray, known: np.ndarray, criterion: str = "f1", default: float = 0.5
-) -> np.ndarray:
-    """Per-class decision thresholds chosen on a validation split, maximising ``criterion`` ('f1' or 'youden').
-
-    A class without both a known positive and a known negative keeps ``default``.
-    """
-    chosen = np.full(probs.shape[1], default, dtype=float)
-    for c in range(probs.shape[1]):
-        y = labels[known[:, c], c]
-        if 0 < y.sum() < y.size:
-            chosen[c] = _best_threshold(probs[known[:, c], c], y, criterion)
-    return chosen
-
-
 class MultiLabelAUROC(Metric):
     """Macro AUROC of ``cls_prob`` against ``cls`` over samples with ``has_cls`` and known labels."""
 

@@ -1,8 +1,10 @@
 """Every reported metric of one evaluation, computed from per-sample records so that a patient bootstrap can
 recompute them on any resample of the samples.
 
-Metric names are ``<head>/<metric>`` or ``<head>/<metric>/<class>``; ``*_gated`` variants treat an image whose
-gate probability is below the gate threshold as having an empty predicted mask / no predicted boxes.
+The records hold outputs after the decision step (probabilities as the model ships them, each image's Dice of
+its post-processed mask, the boxes the decision step kept, whether each gate opened); this module only scores
+them. Metric names are ``<head>/<metric>`` or ``<head>/<metric>/<class>``; ``*_gated`` variants treat an image
+whose gate is shut as having an empty predicted mask / no predicted boxes.
 """
 
 from __future__ import annotations
@@ -14,40 +16,22 @@ import numpy as np
 
 from .classification import binary_auroc, per_class_auroc, threshold_metrics
 from .detection import COCO_IOU_RANGE, CocoAP
-from .rsna import above_score, mean_over_scored_images, rsna_image_score
+from .rsna import mean_over_scored_images, rsna_image_score
 from .segmentation import mean_dice, positive_dice
 
 CLS_PER_CLASS: tuple[str, ...] = ("accuracy", "f1", "sensitivity", "specificity")
 
 
 @dataclass
-class Thresholds:
-    """Decision settings applied before the threshold-dependent metrics.
-
-    Args:
-        cls: per-class probability thresholds of the classifier (positive when ``prob >= threshold``).
-        seg_threshold: probability above which a pixel is in the predicted mask.
-        seg_min_area: connected components smaller than this (pixels) are removed from the predicted mask.
-        det_gate, seg_gate: gate probabilities below which the gated metrics drop an image's boxes / mask.
-        det_score: box score below which a box is not submitted to the RSNA metric (COCO AP ranks all boxes).
-        source: where the values come from (a thresholds file, a choice on this split, or defaults).
-    """
-
-    cls: list[float]
-    seg_threshold: float = 0.5
-    seg_min_area: int = 0
-    det_gate: float = 0.5
-    seg_gate: float = 0.5
-    det_score: float = 0.0
-    source: str = "default"
-
-
-@dataclass
 class Records:
-    """Per-sample predictions and labels of one evaluation (N samples, C classes).
+    """Per-sample outputs after the decision step, and labels, of one evaluation (N samples, C classes).
 
-    ``seg_dice`` is each image's Dice under the applied post-processing (NaN without ``has_seg``);
-    ``seg_positive`` whether its true mask is non-empty. Box lists have one (k, 4) / (k,) array per sample.
+    ``cls_prob`` holds the probabilities the classifier's thresholds apply to (calibrated). ``seg_dice`` is each
+    image's Dice of its post-processed mask, ungated (NaN without ``has_seg``); ``seg_positive`` whether its true
+    mask is non-empty. ``seg_open`` / ``det_open``: whether the image's mask / boxes are used (gate open, or a
+    head that is never gated). ``pred_*``: the detector's boxes, all of them (COCO AP ranks them); ``kept_*``:
+    the boxes the decision step keeps (score threshold, NMS, cap), which the RSNA metric scores. Box lists have
+    one (k, 4) / (k,) array per sample.
     """
 
     patient_id: list[str]
@@ -60,11 +44,15 @@ class Records:
     seg_dice: np.ndarray
     seg_positive: np.ndarray
     seg_gate_prob: np.ndarray
+    seg_open: np.ndarray
     has_det: np.ndarray
     det_gate_prob: np.ndarray
+    det_open: np.ndarray
     pred_boxes: list[np.ndarray] = field(repr=False)
     pred_scores: list[np.ndarray] = field(repr=False)
     pred_labels: list[np.ndarray] = field(repr=False)
+    kept_boxes: list[np.ndarray] = field(repr=False)
+    kept_scores: list[np.ndarray] = field(repr=False)
     true_boxes: list[np.ndarray] = field(repr=False)
     true_labels: list[np.ndarray] = field(repr=False)
 
@@ -74,27 +62,24 @@ class Records:
 
 def evaluation_statistic(
     records: Records,
-    thresholds: Thresholds,
+    cls_thresholds: Sequence[float],
     class_names: Sequence[str],
     det_class_names: Sequence[str] = ("opacity",),
 ) -> Callable[[np.ndarray], dict[str, float]]:
     """A function from sample indices (with repeats) to every metric of those samples.
 
-    Per-image quantities (Dice, RSNA scores, COCO box matches, with and without gating) are computed once here;
-    the returned function only aggregates them, which keeps a 1,000-resample bootstrap cheap.
+    ``cls_thresholds``: per class, the probability from which the classifier calls a finding positive. Per-image
+    quantities (Dice, RSNA scores, COCO box matches, with and without gating) are computed once here; the
+    returned function only aggregates them, which keeps a 1,000-resample bootstrap cheap.
     """
     r = records
-    cls_thr = np.asarray(thresholds.cls, dtype=float)
-    seg_open = r.seg_gate_prob >= thresholds.seg_gate
-    det_open = r.det_gate_prob >= thresholds.det_gate
+    cls_thr = np.asarray(cls_thresholds, dtype=float)
+    seg_open, det_open = r.seg_open.astype(bool), r.det_open.astype(bool)
     # an image gated shut has an empty predicted mask: Dice 1 when its true mask is empty too, else 0
     seg_gated = np.where(seg_open, r.seg_dice, np.where(r.seg_positive, 0.0, 1.0))
     det_idx = np.flatnonzero(r.has_det)
     rsna = np.full(len(r), np.nan)
-    rsna[det_idx] = [
-        rsna_image_score(*above_score(r.pred_boxes[i], r.pred_scores[i], thresholds.det_score), r.true_boxes[i])
-        for i in det_idx
-    ]
+    rsna[det_idx] = [rsna_image_score(r.kept_boxes[i], r.kept_scores[i], r.true_boxes[i]) for i in det_idx]
     det_truth_pos = np.array([len(b) > 0 for b in r.true_boxes], dtype=bool)
     # an image gated shut has no predictions: RSNA scores it 0 with truth and leaves it out without
     rsna_gated = np.where(det_open, rsna, np.where(det_truth_pos, 0.0, np.nan))

@@ -1,5 +1,5 @@
-"""Segmentation metrics: per-image Dice as in the SIIM-ACR Pneumothorax Segmentation challenge, and the
-post-processing of probability maps into masks.
+"""Segmentation metrics: per-image Dice as in the SIIM-ACR Pneumothorax Segmentation challenge (the masks scored
+are post-processed by :mod:`bundle.decisions`, as every runtime does).
 
 SIIM-ACR (https://www.kaggle.com/c/siim-acr-pneumothorax-segmentation/overview/evaluation): the score is the
 mean over test images of the per-image Dice coefficient ``2 |X ∩ Y| / (|X| + |Y|)``, where an image whose
@@ -8,17 +8,11 @@ predicted mask and true mask are both empty scores 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from itertools import product
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from ignite.metrics import Metric
-from scipy import ndimage
-
-#: Candidate settings searched by :func:`choose_seg_postprocessing`.
-DEFAULT_PROB_THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
-DEFAULT_MIN_AREAS: tuple[int, ...] = (0, 10, 50, 200)
 
 
 def dice_per_image(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -38,40 +32,6 @@ def mean_dice(scores: np.ndarray) -> float:
 def positive_dice(scores: np.ndarray, truth_positive: np.ndarray) -> float:
     """Mean per-image Dice over the images whose true mask is not empty; NaN if there is none."""
     return mean_dice(np.asarray(scores)[np.asarray(truth_positive, dtype=bool)])
-
-
-def postprocess_mask(prob: np.ndarray, threshold: float = 0.5, min_area: int = 0) -> np.ndarray:
-    """Binary mask ``prob > threshold`` (2-D) without the 8-connected components smaller than ``min_area`` pixels."""
-    mask = np.asarray(prob) > threshold
-    if min_area <= 0 or not mask.any():
-        return mask
-    components, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    areas = np.bincount(components.ravel(), minlength=count + 1)
-    keep = areas >= min_area
-    keep[0] = False
-    return keep[components]
-
-
-def postprocess_settings(
-    thresholds: Sequence[float] = DEFAULT_PROB_THRESHOLDS, min_areas: Sequence[int] = DEFAULT_MIN_AREAS
-) -> list[tuple[float, int]]:
-    """The grid of (probability threshold, minimum component area) settings searched on validation."""
-    return [(float(t), int(a)) for t, a in product(thresholds, min_areas)]
-
-
-def dice_for_settings(prob: np.ndarray, truth: np.ndarray, settings: Sequence[tuple[float, int]]) -> np.ndarray:
-    """Per-image Dice (B, S) of the probability maps ``prob`` (B, H, W) post-processed with each setting."""
-    scores = np.empty((len(prob), len(settings)))
-    for s, (threshold, min_area) in enumerate(settings):
-        masks = np.stack([postprocess_mask(p, threshold, min_area) for p in prob])
-        scores[:, s] = dice_per_image(masks, truth).numpy()
-    return scores
-
-
-def choose_seg_postprocessing(scores: np.ndarray, settings: Sequence[tuple[float, int]]) -> tuple[float, int]:
-    """The setting with the highest mean per-image Dice on validation, given :func:`dice_for_settings` output
-    accumulated over the validation images (ties: the first setting in ``settings``)."""
-    return settings[int(np.argmax(np.mean(scores, axis=0)))]
 
 
 class MeanDice(Metric):

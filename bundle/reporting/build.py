@@ -1,5 +1,6 @@
 """Assemble the evaluation report: the paper's comparison tables, then one section per metrics.json with its
-metrics, per-class table and figures (when a predictions.npz lies beside it)."""
+decision policy, metrics, per-class table, reliability diagrams and (when a predictions.npz lies beside it)
+curves and gallery."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from bundle.decisions import MaskPostprocessing
+
 from .document import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
-from .figures import calibration_figure, gallery_figure, roc_pr_figures
-from .tables import TABLES, build_table, format_cell, parse_roles
+from .figures import gallery_figure, reliability_figure, roc_pr_figures
+from .tables import MISSING, TABLES, build_table, format_cell, parse_roles
 
 PER_CLASS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cls/auroc", "AUROC"),
@@ -20,6 +23,8 @@ PER_CLASS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cls/sensitivity", "Sensitivity"),
     ("cls/specificity", "Specificity"),
     ("cls/accuracy", "Accuracy"),
+    ("cls/ece_uncalibrated", "ECE uncalibrated"),
+    ("cls/ece_calibrated", "ECE calibrated"),
 )
 
 
@@ -36,9 +41,35 @@ def _run_name(path: Path, taken: set[str]) -> str:
     return name
 
 
-def run_section(name: str, path: Path, run: Mapping[str, Any], out_dir: Path, box_score: float) -> list[Block]:
-    """Blocks describing one evaluation: provenance, all summary metrics, per-class metrics, figures."""
-    data, ckpt, thr, boot = run["dataset"], run["checkpoint"], run["thresholds"], run["bootstrap"]
+def _point(point: Mapping[str, Any]) -> str:
+    """An operating point as ``threshold (rule)``, ``(default)`` for a default kept instead of a choice."""
+    return f"{point['threshold']:.3f} ({'default' if point.get('fallback') else point['rule']})"
+
+
+def policy_paragraphs(policy: Mapping[str, Any]) -> list[Block]:
+    """Where the decision policy came from, its gate, mask and box settings, and the defaults it kept."""
+    settings = policy["settings"]
+    gates = ", ".join(f"{g} {_point(p)}" for g, p in settings["gates"].items())
+    mask, boxes = settings["mask"], settings["boxes"]
+    origin = f"chosen on this split and written into {policy['written_to']}" if policy["chosen_on_this_split"] \
+        else policy["source"]
+    blocks: list[Block] = [Paragraph(
+        f"Decision policy: {origin}. Tasks {settings['tasks']}; gates {gates}; mask threshold "
+        f"{_point(settings['mask_threshold'])}, fill holes {mask['fill_holes']}, minimum component "
+        f"max({mask['min_area_pixels']} px, {mask['min_area_fraction']:g} of the image), keep largest "
+        f"{mask['keep_largest']}; box score {_point(settings['box_score'])}, NMS IoU {boxes['nms_iou']}, at most "
+        f"{boxes['max_boxes']} boxes."
+    )]
+    if policy["fallbacks"]:
+        blocks.append(Paragraph("Defaults kept instead of choices: " + "; ".join(
+            f"{key}: {reason}" for key, reason in policy["fallbacks"].items()) + "."))
+    return blocks
+
+
+def run_section(name: str, path: Path, run: Mapping[str, Any], out_dir: Path) -> list[Block]:
+    """Blocks describing one evaluation: provenance, decision policy, all summary metrics, per-class metrics and
+    calibration, figures."""
+    data, ckpt, boot = run["dataset"], run["checkpoint"], run["bootstrap"]
     blocks: list[Block] = [Heading(f"Run: {name}"), Paragraph(f"Source: {path}")]
     if data.get("synthetic"):
         blocks.append(Paragraph("WARNING: synthetic demo phantoms, not real chest X-rays: nothing clinical here."))
@@ -46,22 +77,27 @@ def run_section(name: str, path: Path, run: Mapping[str, Any], out_dir: Path, bo
         f"Dataset: {data['datalist']} (split '{data['split']}'): {data['images']} images of {data['patients']} "
         f"patients; {data['images_with_cls']} with findings, {data['images_with_seg']} with masks, "
         f"{data['images_with_det']} with boxes. Checkpoint: {ckpt['path']} (sha256 {ckpt['sha256']}). "
-        f"Thresholds: {thr['source']}; mask threshold {thr['segmentation']['threshold']}, minimum component "
-        f"{thr['segmentation']['min_area']} px, gates {thr['gates']}, RSNA box score "
-        f"{thr.get('detection', {}).get('box_score', 0.0)}. CIs: {boot['method']} bootstrap over "
-        f"{boot['unit']}s, {boot['resamples']} resamples, seed {boot['seed']}."
+        f"CIs: {boot['method']} bootstrap over {boot['unit']}s, {boot['resamples']} resamples, seed {boot['seed']}."
     ))
+    policy = run.get("policy")
+    blocks += policy_paragraphs(policy) if policy else [Paragraph("No decision policy recorded in this metrics.json.")]
     metrics = run["metrics"]
     summary = sorted(k for k in metrics if k.count("/") == 1)
     blocks.append(Table(["Metric", "Value (95% CI)"], [[k, format_cell(metrics[k])] for k in summary]))
     names = run.get("class_names", [])
+    findings = policy["settings"]["findings"] if policy else {}
     rows = [
         [c] + [format_cell(metrics.get(f"{key}/{c}")) for key, _ in PER_CLASS_COLUMNS]
-        + [f"{thr['classification'].get(c, float('nan')):.3f}"]
+        + [_point(findings[c]) if c in findings else MISSING]
         for c in names
     ]
     if rows:
-        blocks.append(Table(["Finding"] + [label for _, label in PER_CLASS_COLUMNS] + ["Threshold"], rows))
+        blocks.append(Table(["Finding"] + [label for _, label in PER_CLASS_COLUMNS] + ["Threshold (rule)"], rows))
+    if "calibration" in run:
+        blocks.append(Figure(
+            reliability_figure(run["calibration"], metrics, out_dir, name.replace("/", "_")),
+            f"{name}: reliability per finding, before (dashed) and after (solid) calibration",
+        ))
     predictions = path.parent / "predictions.npz"
     if predictions.is_file():
         prefix = name.replace("/", "_")
@@ -69,11 +105,12 @@ def run_section(name: str, path: Path, run: Mapping[str, Any], out_dir: Path, bo
             loaded = {k: pred[k] for k in pred.files}
         roc, pr = roc_pr_figures(loaded, out_dir, prefix)
         blocks += [Figure(roc, f"{name}: ROC curve per finding"), Figure(pr, f"{name}: precision-recall per finding")]
-        blocks.append(Figure(calibration_figure(loaded, out_dir, prefix), f"{name}: calibration"))
-        seg = thr["segmentation"]
-        gallery = gallery_figure(loaded, out_dir, prefix, seg["threshold"], seg["min_area"], box_score)
-        if gallery is not None:
-            blocks.append(Figure(gallery, f"{name}: truth in green, predictions in red (boxes scoring >= {box_score})"))
+        if policy:
+            settings = policy["settings"]
+            mask = MaskPostprocessing.from_dict(settings["mask"])
+            gallery = gallery_figure(loaded, out_dir, prefix, settings["mask_threshold"]["threshold"], mask)
+            if gallery is not None:
+                blocks.append(Figure(gallery, f"{name}: truth in green, decided masks and boxes in red (ungated)"))
     else:
         blocks.append(Paragraph(f"No predictions.npz beside {path}: no curves or gallery."))
     return blocks
@@ -85,7 +122,6 @@ def build_report(
     tables: Mapping[str, str | Mapping[str, str]] | None = None,
     title: str = "MultiCheXNet evaluation report",
     command: str | None = None,
-    box_score: float = 0.5,
 ) -> dict[str, Path | list[Path]]:
     """Write ``report.md``, ``report.html`` and the PNG figures in ``out_dir``; return their paths.
 
@@ -94,7 +130,6 @@ def build_report(
         tables: for ``table1`` .. ``table4``, the metrics.json of each role (``"role=path,..."``); every table
             is shown, with "—" rows for the roles not given.
         command: the command line that made the report, recorded in it.
-        box_score: score from which predicted boxes are drawn in the gallery.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +147,7 @@ def build_report(
     taken: set[str] = set()
     for file in metrics_files:
         path = Path(file)
-        blocks += run_section(_run_name(path, taken), path, load_metrics(path), out, box_score)
+        blocks += run_section(_run_name(path, taken), path, load_metrics(path), out)
     md, page = out / "report.md", out / "report.html"
     md.write_text(to_markdown(blocks, out))
     page.write_text(to_html(blocks, title))

@@ -1,13 +1,16 @@
-"""Report figures from a predictions.npz (written by :class:`bundle.handlers.metrics_report.MetricsReport`):
-ROC and precision-recall curves per class, a calibration plot and a gallery of predictions over ground truth.
-Matplotlib with the headless Agg backend; every function writes one PNG and returns its path.
+"""Report figures from a predictions.npz and metrics.json (written by
+:class:`bundle.handlers.metrics_report.MetricsReport`): ROC and precision-recall curves per class, reliability
+diagrams per finding and a gallery of decisions over ground truth. Matplotlib with the headless Agg backend; every
+function writes one PNG and returns its path.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from bundle.decisions import MaskPostprocessing, postprocess_mask  # noqa: E402
 from bundle.metrics.classification import binary_auroc  # noqa: E402
-from bundle.metrics.segmentation import postprocess_mask  # noqa: E402
 
 Predictions = Mapping[str, np.ndarray]
 
@@ -84,61 +87,61 @@ def roc_pr_figures(pred: Predictions, out_dir: Path, prefix: str) -> list[Path]:
     return paths
 
 
-def calibration_figure(pred: Predictions, out_dir: Path, prefix: str, bins: int = 10) -> Path:
-    """Reliability diagram (observed frequency against mean predicted probability, equal-width bins) of the
-    classifier pooled over its known labels and of the two gates, with the distribution of probabilities."""
-    known = pred["cls_known"].astype(bool) & pred["has_cls"].astype(bool)[:, None]
-    series = {
-        "classifier (all findings)": (pred["cls_prob"][known], pred["cls"][known]),
-        "segmentation gate": (pred["seg_gate_prob"][pred["has_seg"]], pred["seg_positive"][pred["has_seg"]]),
-        "detection gate": (
-            pred["det_gate_prob"][pred["has_det"]],
-            np.bincount(pred["true_image"], minlength=len(pred["has_det"]))[pred["has_det"]] > 0,
-        ),
-    }
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    top.plot([0, 1], [0, 1], ":", color="grey")
-    edges = np.linspace(0, 1, bins + 1)
-    for label, (prob, truth) in series.items():
-        if len(prob) == 0:
-            continue
-        which = np.clip(np.digitize(prob, edges) - 1, 0, bins - 1)
-        filled = [b for b in range(bins) if (which == b).any()]
-        mean_prob = [prob[which == b].mean() for b in filled]
-        top.plot(mean_prob, [truth[which == b].mean() for b in filled], "o-", label=label)
-        bottom.hist(prob, bins=edges, histtype="step", label=label)
-    top.set(ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1), title="Calibration")
-    top.legend(fontsize=7)
-    bottom.set(xlabel="predicted probability", ylabel="count")
-    return _save(fig, out_dir / f"{prefix}_calibration.png")
+def _method(found: Mapping[str, Any]) -> str:
+    return f"temperature {found['temperature']:.2f}" if found["method"] == "temperature" else found["method"]
+
+
+def reliability_figure(
+    calibration: Mapping[str, Any], metrics: Mapping[str, Mapping[str, Any]], out_dir: Path, prefix: str
+) -> Path:
+    """Reliability diagrams, a panel per finding with known labels: fraction positive against mean predicted
+    probability per bin, before and after the finding's calibration, titled with both expected calibration errors.
+
+    ``calibration`` and ``metrics`` are metrics.json's sections (``reliability_*`` from
+    :meth:`bundle.decisions.ReliabilityBins.to_dict`), so no predictions are needed.
+    """
+    findings = {n: f for n, f in calibration["findings"].items() if sum(f["reliability_uncalibrated"]["count"])}
+    fig, axes = _grid(max(len(findings), 1))
+    if not findings:
+        axes[0].text(0.5, 0.5, "no finding with known labels", ha="center", fontsize=8)
+    for ax, (name, found) in zip(axes, findings.items()):
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ece = []
+        for version, style in (("uncalibrated", "o--"), ("calibrated", "s-")):
+            bins = found[f"reliability_{version}"]
+            filled = [i for i, c in enumerate(bins["count"]) if c]
+            ax.plot([bins["confidence"][i] for i in filled], [bins["accuracy"][i] for i in filled], style, ms=3,
+                    label=version)
+            value = (metrics.get(f"cls/ece_{version}/{name}") or {}).get("value")
+            ece.append("—" if value is None else f"{value:.3f}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="fraction positive")
+        ax.set_title(f"{name}: ECE {ece[0]} -> {ece[1]}\n({_method(found)})", fontsize=7)
+        ax.legend(fontsize=6, loc="upper left")
+    return _save(fig, out_dir / f"{prefix}_reliability.png")
 
 
 def gallery_figure(
-    pred: Predictions,
-    out_dir: Path,
-    prefix: str,
-    seg_threshold: float = 0.5,
-    seg_min_area: int = 0,
-    box_score: float = 0.5,
+    pred: Predictions, out_dir: Path, prefix: str, mask_threshold: float, mask: MaskPostprocessing
 ) -> Path | None:
-    """Images with true masks/boxes (green) and predicted masks/boxes (red, boxes scoring >= ``box_score``);
-    the predicted mask is post-processed as in the metrics (minimum area scaled to the gallery's size)."""
+    """Images with true masks/boxes (green) and the decided masks/boxes (red): the mask post-processed by
+    :func:`bundle.decisions.postprocess_mask` with the policy's settings (a minimum area in pixels scaled to the
+    gallery's size), the boxes the decision step kept, both ungated."""
     if "gallery_index" not in pred:
         return None
     index = pred["gallery_index"]
     fig, axes = _grid(len(index), size=2.4)
     scale = pred["gallery_image"].shape[1] / np.asarray(pred["image_size"], dtype=float)
-    min_area = round(seg_min_area * float(np.prod(scale)))
+    shown = replace(mask, min_area_pixels=round(mask.min_area_pixels * float(np.prod(scale))))
     for ax, k, i in zip(axes, range(len(index)), index):
         # arrays are (x, y): transpose so that x runs across and y down, as boxes [x1, y1, x2, y2] expect
         ax.imshow(pred["gallery_image"][k].T, cmap="gray")
-        predicted = postprocess_mask(pred["gallery_seg_prob"][k] / 255, seg_threshold, min_area)
-        for mask, color in ((pred["gallery_mask"][k], "lime"), (predicted, "red")):
-            if mask.any() and not mask.all():
-                ax.contour(mask.T.astype(float), levels=[0.5], colors=color, linewidths=0.8)
+        predicted = postprocess_mask(pred["gallery_seg_prob"][k] / 255, mask_threshold, shown)
+        for drawn, color in ((pred["gallery_mask"][k], "lime"), (predicted, "red")):
+            if drawn.any() and not drawn.all():
+                ax.contour(drawn.T.astype(float), levels=[0.5], colors=color, linewidths=0.8)
         for boxes, color, style in (
             (pred["true_boxes"][pred["true_image"] == i], "lime", "-"),
-            (pred["pred_boxes"][(pred["pred_image"] == i) & (pred["pred_scores"] >= box_score)], "red", "--"),
+            (pred["kept_boxes"][pred["kept_image"] == i], "red", "--"),
         ):
             for x1, y1, x2, y2 in boxes * np.tile(scale, 2):
                 ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, ls=style, lw=0.8))
