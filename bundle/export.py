@@ -14,6 +14,7 @@ import ast
 import json
 import operator
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -81,14 +82,49 @@ def check_network_io(
     return problems
 
 
-def load_exported(path: str) -> tuple[torch.jit.ScriptModule, dict[str, Any], dict[str, Any]]:
-    """A TorchScript bundle export with the ``metadata.json`` and ``inference.json`` embedded by ``ckpt_export``."""
-    extra = {"metadata.json": "", "inference.json": ""}
+def exportable(
+    ckpt_dir: str, config_file: str = "configs/inference.json", meta_file: str = "configs/metadata.json",
+    **override: Any,
+) -> tuple[nn.Module, dict[str, str]]:
+    """The network of ``<ckpt_dir>/model.pt`` with its weights, built as ``config_file`` builds it (from the
+    model file's package), and the JSON texts an export embeds: ``metadata.json``, ``inference.json`` (with
+    ``override``) and :data:`bundle.packaging.EXTRA_FILE` (the package: network, detector, decision policy)."""
+    from monai.bundle import ConfigParser
+
+    from bundle.packaging import EXTRA_FILE, ModelPackage, read_checkpoint
+
+    for path, what, option in ((config_file, "inference config", "config_file"), (meta_file, "metadata", "meta_file")):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: {what} not found; pass the bundle's file with --{option}")
+    parser = ConfigParser()
+    parser.read_config(config_file)
+    parser.read_meta(meta_file)
+    parser["ckpt_dir"] = ckpt_dir
+    for key, value in override.items():
+        parser[key] = value
+    texts = {"metadata.json": json.dumps(parser.get()["_meta_"]), "inference.json": json.dumps(
+        {k: v for k, v in parser.get().items() if k != "_meta_"})}
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(read_checkpoint(parser.get_parsed_content("model_file"))["model"])
+    package = parser.get_parsed_content("model_package") or ModelPackage(
+        network.init_args, parser.get_parsed_content("detector").init_args, parser.get_parsed_content("decision_policy")
+    )
+    package.policy = parser.get_parsed_content("decision_policy")  # with the overrides, as inference applies it
+    texts[EXTRA_FILE] = package.to_json()
+    return network.eval(), texts
+
+
+def load_exported(path: str) -> tuple[torch.jit.ScriptModule, dict[str, Any], dict[str, Any], Any]:
+    """A TorchScript export of :func:`exportable` with its metadata, inference config and model package."""
+    from bundle.packaging import EXTRA_FILE, ModelPackage
+
+    extra = {"metadata.json": "", "inference.json": "", EXTRA_FILE: ""}
     model = torch.jit.load(path, map_location="cpu", _extra_files=extra)
     missing = [k for k, v in extra.items() if not v]
     if missing:
-        raise ValueError(f"{path}: no embedded {', '.join(missing)}; export with ckpt_export --meta_file/--config_file")
-    return model.eval(), json.loads(extra["metadata.json"]), json.loads(extra["inference.json"])
+        raise ValueError(f"{path}: no embedded {', '.join(missing)}; export with scripts/export_torchscript.py")
+    package = ModelPackage.from_json(extra[EXTRA_FILE], source=f"{path}:{EXTRA_FILE}")
+    return model.eval(), json.loads(extra["metadata.json"]), json.loads(extra["inference.json"]), package
 
 
 def max_output_difference(

@@ -9,8 +9,10 @@ from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 
 from bundle.detection import CheXDetector
+from bundle.runtimes import Backend, load_backend
 
 from .batch import batch_to_device, plain
+from .distributed import unwrap
 from .gating import gated_forward
 
 #: Batch keys copied into the output so metrics can compare predictions with labels.
@@ -31,27 +33,48 @@ class MultiTaskEvaluator(SupervisedEvaluator):
     Args:
         detector: turns CheXDet's outputs into scored boxes.
         gate_thresholds: positive-case gate thresholds; None runs every head on every image.
+        backend: ``eager``, ``torchscript`` or ``onnxruntime`` (:func:`bundle.runtimes.load_backend`).
+        backend_file: the exported model the backend runs; None makes it from ``network`` (weights loaded).
         args, kwargs: as :class:`monai.engines.SupervisedEvaluator` (``decollate`` is forced off).
     """
 
     def __init__(
-        self, *args: Any, detector: CheXDetector, gate_thresholds: dict[str, float] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        detector: CheXDetector,
+        gate_thresholds: dict[str, float] | None = None,
+        backend: str = "eager",
+        backend_file: str | None = None,
+        **kwargs: Any,
     ) -> None:
         kwargs["decollate"] = False
         super().__init__(*args, **kwargs)
         self.detector = detector
         self.gate_thresholds = gate_thresholds
+        self.backend_name = backend
+        self.backend_file = backend_file
+        self._backend: Backend | None = None
+
+    def runner(self) -> Any:
+        """What runs the network: the eager module, or the :mod:`bundle.runtimes` backend named ``backend``
+        (from ``backend_file``, else made from the network once its weights are loaded, on first use)."""
+        if self.backend_name == "eager":
+            return self.network
+        if self._backend is None:
+            self._backend = load_backend(self.backend_name, unwrap(self.network).eval(), self.backend_file)
+        return self._backend
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The network's float32 head outputs for one batch (B, 1, W, H): all heads, or gated by
         ``gate_thresholds`` (then with ``det_gated_in`` / ``seg_gated_in``)."""
+        runner = self.runner()
         with self.mode(self.network), torch.no_grad():
             with torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs):
                 if self.gate_thresholds is None:
-                    pred = self.network(plain(image))
+                    pred = runner(plain(image))
                 else:
                     pred = gated_forward(
-                        self.network, plain(image), self.gate_thresholds["det_gate"], self.gate_thresholds["seg_gate"]
+                        runner, plain(image), self.gate_thresholds["det_gate"], self.gate_thresholds["seg_gate"]
                     )
             self.fire_event(IterationEvents.FORWARD_COMPLETED)
         return {k: v if v.dtype == torch.bool else v.float() for k, v in pred.items()}
