@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from bundle.data import NIH_FINDINGS
-from bundle.handlers.metrics_report import stored_gate_thresholds
-from bundle.networks import MultiCheXNet
-from bundle.packaging import read_package
+from bundle.decisions import validate_record
+from bundle.export import load_exported
+from bundle.packaging import file_sha256, read_package
 
 from .conftest import ROOT, SHARED
 
@@ -106,49 +106,58 @@ def test_evaluate_uses_the_policy_chosen_on_validation(trained: dict[str, Path])
     assert report["policy"]["settings"] == json.loads(json.dumps(stored.to_dict()))
 
 
-def test_inference_writes_outputs(trained: dict[str, Path], tmp_path: Path) -> None:
+def test_inference_needs_only_the_checkpoint_dir(trained: dict[str, Path], tmp_path: Path) -> None:
+    """Network, image size, classes and the decision policy all come from the model file: no other override."""
     images = tmp_path / "images"
     images.mkdir()
     for source in sorted((trained["datalist"].parent / "images").iterdir())[:8]:
         shutil.copyfile(source, images / source.name)
     _bundle(
         "run", "inference", "--config_file", "configs/inference.json", "--input_dir", str(images),
-        "--ckpt_dir", str(trained["ckpt"]), "--output_dir", str(trained["pred"]), *TINY,
+        "--ckpt_dir", str(trained["ckpt"]), "--output_dir", str(trained["pred"]),
     )
     records = sorted(trained["pred"].glob("*_pred.json"))
     assert len(records) == 8
-    record = json.loads(records[0].read_text())
-    assert len(record["classes"]) == 14 and all(0 <= p <= 1 for p in record["classes"].values())
-    assert record["image_size"] == [64, 64]
-    for box in record["boxes"]:
-        assert 0 <= box["box"][0] <= box["box"][2] <= 64 and 0 <= box["score"] <= 1
-    assert (trained["pred"] / record["mask"]).is_file()
-    gating = record["gating"]
-    stored = stored_gate_thresholds(trained["ckpt"] / "thresholds.json")  # chosen on validation, when evaluated
-    assert gating["thresholds"] == {"det_gate": stored["det_gate"], "seg_gate": stored["seg_gate"]}
-    assert gating["seg_head_ran"] == (record["seg_gate"] >= stored["seg_gate"] - 1e-4)
-    assert gating["det_head_ran"] == (record["det_gate"] >= stored["det_gate"] - 1e-4)
-    if not gating["det_head_ran"]:
-        assert record["boxes"] == []
+    policy = read_package(trained["ckpt"] / "model.pt").policy
+    for path in records:
+        record = json.loads(path.read_text())
+        validate_record(record)
+        assert record["model"]["input_size"] == [64, 64] and record["input"]["image_size"] == [64, 64]
+        assert record["model"]["sha256"] == file_sha256(trained["ckpt"] / "model.pt")
+        assert list(record["findings"]) == list(policy.class_names)
+        for name, gate in record["gates"].items():
+            assert gate["threshold"] == round(policy.gates[name].threshold, 6)
+            assert gate["open"] == (gate["probability"] >= gate["threshold"] - 1e-6)
+        for box in record["boxes"]:
+            assert 0 <= box["box"][0] <= box["box"][2] <= 64 and box["score"] >= policy.box_score.threshold - 1e-6
+        if not record["gates"]["det_gate"]["open"]:
+            assert record["boxes"] == []
+        assert (trained["pred"] / record["files"]["mask"]).is_file()
 
 
 def test_export_torchscript_matches_eager(trained: dict[str, Path], tmp_path: Path) -> None:
+    """The trained model file exports with its package; the TorchScript gives the eager network's outputs."""
     ts = tmp_path / "model.ts"
-    _bundle(
-        "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(trained["ckpt"] / "model.pt"),
-        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
-    )
-    extra = {"metadata.json": "", "inference.json": ""}
-    scripted = torch.jit.load(str(ts), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["network_data_format"]["inputs"]["image"]["num_channels"] == 1
-    eager = MultiCheXNet(num_anchors=4).eval()
-    eager.load_state_dict(torch.load(trained["ckpt"] / "model.pt", map_location="cpu", weights_only=True))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "scripts/export_torchscript.py", "--ckpt_dir", str(trained["ckpt"]), "--filepath", str(ts)]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    scripted, metadata, _, package = load_exported(str(ts))
+    stored = read_package(trained["ckpt"] / "model.pt")
+    assert package.state_dict() == stored.state_dict() and package.policy.image_size == (64, 64)
+    assert metadata["network_data_format"]["inputs"]["image"]["num_channels"] == 1
+    eager = stored.network().eval()
+    eager.load_state_dict(torch.load(trained["ckpt"] / "model.pt", map_location="cpu", weights_only=True)["model"])
     image = torch.rand(2, 1, 64, 64)
+    gates = package.policy.forward_gate_thresholds()
     with torch.no_grad():
-        expected, got = eager(image), scripted(image)
-    assert set(expected) == set(got)
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key])
+        pairs = [(scripted(image), eager(image)),
+                 (scripted.forward_gated(image, gates["det_gate"], gates["seg_gate"]),
+                  eager.forward_gated(image, gates["det_gate"], gates["seg_gate"]))]
+    for got, expected in pairs:
+        assert set(expected) == set(got)
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key])
 
 
 def test_verify_metadata() -> None:

@@ -59,7 +59,7 @@ def test_both_ranks_end_with_identical_weights(runs: dict) -> None:
     for name in parameters:
         assert torch.equal(rank0[name], rank1[name]), name
     # the saved best model is rank 0's network, unwrapped from DDP (no "module." prefix)
-    best = torch.load(runs["work"] / "models" / "model.pt", weights_only=True)
+    best = torch.load(runs["work"] / "models" / "model.pt", weights_only=True)["model"]
     assert set(best) == set(rank0) and all(torch.isfinite(v.float()).all() for v in best.values())
 
 

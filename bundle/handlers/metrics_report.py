@@ -325,9 +325,3 @@ class MetricsReport:
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, self.output_dir / "predictions.npz")
 
-
-def stored_gate_thresholds(thresholds_file: str | Path, default: float = 0.5) -> dict[str, float]:
-    """The gate thresholds chosen on validation and stored beside the checkpoint, or ``default`` for both."""
-    path = Path(thresholds_file)
-    stored = json.loads(path.read_text()).get("gates", {}) if path.is_file() else {}
-    return {name: float(stored.get(name, default)) for name in ("det_gate", "seg_gate")}
