@@ -20,12 +20,12 @@ from .readers import ImageReadError
 
 
 def failure_message(err: BaseException) -> str:
-    """The most telling message of ``err``: the :class:`ImageReadError` it wraps (MONAI wraps transform
-    errors in RuntimeErrors), else the innermost cause, as ``Type: message``."""
+    """The most telling message of ``err``: the innermost :class:`ImageReadError` it wraps (MONAI wraps
+    transform errors in RuntimeErrors, the loaders add the datalist entry), else the innermost cause."""
     chain = [err]
     while chain[-1].__cause__ is not None and len(chain) < 20:
         chain.append(chain[-1].__cause__)
-    for item in chain:
+    for item in reversed(chain):
         if isinstance(item, ImageReadError):
             return str(item)
     root = chain[-1]
