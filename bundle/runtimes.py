@@ -5,12 +5,17 @@ Every backend is called like the network itself: ``backend(image)`` returns all 
 ``MultiCheXNet.forward_gated``, so a backend can stand wherever the engines and inferers take the network
 (``bundle.engines.gating.gated_forward``, ``bundle.export.check_network_io``). Images are (B, C, W, H) float
 tensors, W and H multiples of 32; outputs come back as tensors on the image's device.
+
+An exported file carries what is needed to use its outputs: :func:`read_embedded` gives the JSON texts of a
+TorchScript or ONNX export (``metadata.json``, ``inference.json``, the model package) and
+:func:`read_model_package` the package (network and detector arguments, decision policy).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -18,11 +23,16 @@ import torch
 from torch import Tensor, nn
 
 from bundle.networks.multichexnet import NEGATIVE_LOGIT
+from bundle.packaging import EXTRA_FILE, ModelPackage
 
 #: Names accepted by :func:`load_backend`.
 BACKENDS: tuple[str, ...] = ("eager", "torchscript", "onnxruntime")
 
 _ONNX_HINT = "install the ONNX extra: pip install -e '.[onnx]'"
+#: The commands that write each kind of export.
+TORCHSCRIPT_EXPORT, ONNX_EXPORT = "scripts/export_torchscript.py", "scripts/export_onnx.py"
+#: The JSON texts every export embeds (TorchScript extra files, ONNX ``metadata_props``).
+EMBEDDED_FILES: tuple[str, ...] = ("metadata.json", "inference.json", EXTRA_FILE)
 
 
 def _check_image(image: Tensor) -> None:
@@ -98,7 +108,7 @@ class OnnxRuntimeBackend(Backend):
 
         if not isinstance(model, bytes):
             if not Path(model).is_file():
-                raise FileNotFoundError(f"{model}: ONNX model not found; export one with scripts/export_onnx.py")
+                raise FileNotFoundError(f"{model}: ONNX model not found; export one with {ONNX_EXPORT}")
             model = str(model)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -137,7 +147,7 @@ def load_backend(
     """The backend ``name`` (one of :data:`BACKENDS`) of a network given as a module or a file.
 
     * ``eager``: ``network`` (weights loaded);
-    * ``torchscript``: ``path`` of a ``ckpt_export`` file, else ``network`` scripted here;
+    * ``torchscript``: ``path`` of a ``scripts/export_torchscript.py`` file, else ``network`` scripted here;
     * ``onnxruntime``: ``path`` of a ``scripts/export_onnx.py`` file, else ``network`` exported here (in memory).
 
     ``threads`` sets ONNX Runtime's intra-op threads (see :class:`OnnxRuntimeBackend`); ``device`` is where a
@@ -154,7 +164,7 @@ def load_backend(
     if name == "torchscript":
         if path is not None:
             if not Path(path).is_file():
-                raise FileNotFoundError(f"{path}: TorchScript model not found; export one with ckpt_export")
+                raise FileNotFoundError(f"{path}: TorchScript model not found; export one with {TORCHSCRIPT_EXPORT}")
             return TorchBackend(torch.jit.load(str(path), map_location=device), name)
         return TorchBackend(torch.jit.script(network.eval()), name)
     if path is not None:
@@ -164,3 +174,35 @@ def load_backend(
     from bundle.onnx_export import export_onnx
 
     return OnnxRuntimeBackend(export_onnx(copy.deepcopy(network).cpu()).SerializeToString(), threads)
+
+
+def read_embedded(path: str | Path) -> dict[str, str]:
+    """The :data:`EMBEDDED_FILES` texts of an exported model file, TorchScript (a zip archive: its extra files)
+    or ONNX (its ``metadata_props``), by name.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: a text is missing (an export by another tool); the message names the export command.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: exported model not found; export one with {TORCHSCRIPT_EXPORT} or {ONNX_EXPORT}")
+    if zipfile.is_zipfile(path):
+        texts, command = dict.fromkeys(EMBEDDED_FILES, ""), TORCHSCRIPT_EXPORT
+        torch.jit.load(str(path), map_location="cpu", _extra_files=texts)
+    else:
+        if importlib.util.find_spec("onnx") is None:
+            raise ImportError(f"{path}: reading an ONNX model needs onnx: {_ONNX_HINT}")
+        from bundle.onnx_export import read_onnx_metadata
+
+        texts, command = read_onnx_metadata(path), ONNX_EXPORT
+    missing = [name for name in EMBEDDED_FILES if not texts.get(name)]
+    if missing:
+        raise ValueError(f"{path}: no embedded {', '.join(missing)}; export it again with {command}")
+    return {name: texts[name] for name in EMBEDDED_FILES}
+
+
+def read_model_package(path: str | Path) -> ModelPackage:
+    """The model package (network and detector arguments, decision policy) embedded in a TorchScript or ONNX
+    export (:func:`read_embedded`)."""
+    return ModelPackage.from_json(read_embedded(path)[EXTRA_FILE], source=f"{path}:{EXTRA_FILE}")

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small synthetic dataset and a random-initialised exported model, made once per session."""
+"""Shared fixtures: a small synthetic dataset and a random-initialised packaged, exported model, made once per
+session."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from bundle.data import make_demo_dataset
-from bundle.networks import MultiCheXNet
+from bundle.packaging import ModelPackage, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -25,15 +27,22 @@ def tiny_datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def random_export(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A seeded random-initialised checkpoint (``ckpt``) and its ``ckpt_export`` TorchScript (``ts``)."""
+    """A seeded random-initialised packaged model file (``ckpt``: ``model.pt`` with the network, detector and
+    default decision policy of ``configs/inference.json``) and its ``scripts/export_torchscript.py`` export (``ts``).
+    The box classifier's bias is zeroed (box scores near 0.5 rather than the 0.01 prior), so boxes are compared."""
     work = tmp_path_factory.mktemp("export")
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "inference.json"))
+    parser["ckpt_dir"] = str(work)
     torch.manual_seed(0)
-    torch.save(MultiCheXNet(num_anchors=4).state_dict(), work / "model.pt")
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(work / "model.ts"),
-        "--ckpt_file", str(work / "model.pt"), "--meta_file", "configs/metadata.json",
-        "--config_file", "configs/inference.json",
-    ]
+    network = parser.get_parsed_content("network_def")
+    with torch.no_grad():
+        network.det_head.cls_subnet.cls_logits.bias.zero_()
+    package = ModelPackage(
+        network.init_args, parser.get_parsed_content("detector").init_args, parser.get_parsed_content("decision_policy")
+    )
+    save_model(work / "model.pt", network.state_dict(), package)
+    cmd = [sys.executable, "scripts/export_torchscript.py", "--ckpt_dir", str(work), "--filepath", str(work / "model.ts")]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""TorchScript export of all heads and gating: shapes against metadata.json, parity with eager on real images."""
+"""TorchScript export (scripts/export_torchscript.py) of all heads and gating: shapes against metadata.json, the
+model package carried inside, parity with eager on real images (scripts/check_export.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bundle.export import check_network_io, eval_dim, load_exported
-from bundle.networks import MultiCheXNet
+from bundle.packaging import ModelPackage, read_package, save_model
 
 from .conftest import ROOT, SHARED
 
@@ -33,15 +35,35 @@ def test_eval_dim() -> None:
         eval_dim("__import__('os')", 1)
 
 
+def _check(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "scripts/check_export.py", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
 def test_exported_heads_and_gating_match_metadata(exported: dict[str, Path]) -> None:
-    model, metadata, config = load_exported(str(exported["ts"]))
-    assert config["network_def"]["_target_"] == "bundle.networks.MultiCheXNet"
+    model, metadata, config, package = load_exported(str(exported["ts"]))
+    assert config["network_def"] == "$bundle.networks.MultiCheXNet(**@network_args)"
+    assert config["ckpt_dir"] == str(exported["ckpt"].parent)
+    assert package.state_dict() == read_package(exported["ckpt"]).state_dict()
     assert check_network_io(model, metadata) == []
-    assert check_network_io(MultiCheXNet(num_anchors=4).eval(), metadata) == []
+    assert check_network_io(package.network().eval(), metadata) == []
+
+
+def test_export_names_a_file_without_package_or_weights(exported: dict[str, Path], tmp_path: Path) -> None:
+    bare = tmp_path / "bare.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(bare))
+    with pytest.raises(ValueError, match="no embedded metadata.json, inference.json, bundle_package.json; export "
+                                         "with scripts/export_torchscript.py"):
+        load_exported(str(bare))
+    result = _check(str(bare))
+    assert result.returncode == 1 and f"{bare}: no embedded metadata.json" in result.stderr
+    result = _check(str(exported["ts"]), "--ckpt_dir", str(tmp_path))
+    assert result.returncode == 1 and f"{tmp_path / 'model.pt'}: model file not found" in result.stderr
 
 
 def test_io_check_names_each_mismatch(exported: dict[str, Path]) -> None:
-    model, metadata, _ = load_exported(str(exported["ts"]))
+    model, metadata, _, _ = load_exported(str(exported["ts"]))
     wrong = copy.deepcopy(metadata)
     wrong["network_data_format"]["outputs"]["cls"]["num_channels"] = 13
     wrong["network_data_format"]["outputs"]["det_box"]["spatial_shape"] = ["80*n*n"]
@@ -64,15 +86,22 @@ def test_exported_matches_eager_on_real_images(exported: dict[str, Path], tmp_pa
     images.mkdir()
     for src in sources:
         shutil.copy(src, images / src.name)
-    cmd = [
-        sys.executable, "scripts/check_export.py", str(exported["ts"]), "--ckpt_file", str(exported["ckpt"]),
-        "--images", str(images),
-    ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = _check(str(exported["ts"]), "--ckpt_dir", str(exported["ckpt"].parent), "--images", str(images))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert report["io_problems"] == [] and len(report["images"]) == 6
+    assert report["io_problems"] == [] and report["package_problems"] == [] and len(report["images"]) == 6
+    assert report["gate_thresholds"] == read_package(exported["ckpt"]).policy.forward_gate_thresholds()
     keys = {"cls", "seg", "det_cls", "det_box", "det_gate", "seg_gate"}
     assert set(report["max_difference"]) == keys | {f"gated_{k}" for k in keys | {"det_gated_in", "seg_gated_in"}}
     assert max(report["max_difference"].values()) <= 1e-4
+
+
+def test_check_export_names_a_package_of_another_model(exported: dict[str, Path], tmp_path: Path) -> None:
+    """The export's package must describe the model file it is compared with: a detector with other anchors is named."""
+    stored = read_package(exported["ckpt"])
+    other = ModelPackage(stored.network_args, {**stored.detector_args, "base_anchor_shapes": [[8, 8]]}, stored.policy)
+    save_model(tmp_path / "model.pt", torch.load(exported["ckpt"], weights_only=True)["model"], other)
+    result = _check(str(exported["ts"]), "--ckpt_dir", str(tmp_path))
+    assert result.returncode == 1
+    problems = json.loads(result.stdout)["package_problems"]
+    assert len(problems) == 1 and problems[0].startswith("detector_args: the export has {") and "[[8, 8]]" in problems[0]

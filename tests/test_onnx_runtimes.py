@@ -1,5 +1,6 @@
 """ONNX export (scripts/export_onnx.py) and the runtime backends: eager, TorchScript and ONNX Runtime give the same
-outputs and gate decisions on the real shared images, at any batch and image size."""
+outputs and gate decisions on the real shared images, at any batch and image size; every export carries the model
+package."""
 
 from __future__ import annotations
 
@@ -22,7 +23,16 @@ from monai.transforms import Resize  # noqa: E402
 from bundle.data import load_cxr  # noqa: E402
 from bundle.export import check_network_io, max_output_difference  # noqa: E402
 from bundle.onnx_export import ONNX_OPSET, OPSET_KEY, OUTPUT_NAMES, export_onnx, read_onnx_metadata  # noqa: E402
-from bundle.runtimes import BACKENDS, OnnxRuntimeBackend, gate_outputs, load_backend  # noqa: E402
+from bundle.packaging import EXTRA_FILE, ModelPackage, read_checkpoint, read_package  # noqa: E402
+from bundle.runtimes import (  # noqa: E402
+    BACKENDS,
+    EMBEDDED_FILES,
+    OnnxRuntimeBackend,
+    gate_outputs,
+    load_backend,
+    read_embedded,
+    read_model_package,
+)
 
 from .conftest import ROOT, SHARED  # noqa: E402
 
@@ -31,23 +41,23 @@ CONFIG = ROOT / "configs" / "inference.json"
 META = ROOT / "configs" / "metadata.json"
 
 
-def _export_cmd(ckpt: Path, filepath: Path, config: Path = CONFIG, meta: Path = META) -> list[str]:
+def _export_cmd(ckpt_dir: Path, filepath: Path, config: Path = CONFIG, meta: Path = META) -> list[str]:
     return [
-        sys.executable, "scripts/export_onnx.py", "--ckpt_file", str(ckpt), "--config_file", str(config),
+        sys.executable, "scripts/export_onnx.py", "--ckpt_dir", str(ckpt_dir), "--config_file", str(config),
         "--meta_file", str(meta), "--filepath", str(filepath),
     ]
 
 
 @pytest.fixture(scope="module")
 def exported(random_export: dict[str, Path]) -> dict[str, Path]:
-    """The session's random-initialised checkpoint and TorchScript, and its ONNX export by the command (from
-    copies of the configs, ``config`` and ``meta``; the config's ``ckpt_dir`` overridden to the checkpoint's)."""
+    """The session's random-initialised packaged model and its TorchScript, and its ONNX export by the command
+    (from copies of the configs, ``config`` and ``meta``)."""
     work = random_export["ckpt"].parent
     onnx_file, config, meta = work / "model.onnx", work / "inference.json", work / "metadata.json"
     shutil.copy(CONFIG, config)
     shutil.copy(META, meta)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [*_export_cmd(random_export["ckpt"], onnx_file, config, meta), "--ckpt_dir", str(work)]
+    cmd = _export_cmd(work, onnx_file, config, meta)
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -63,8 +73,9 @@ def _parser(exported: dict[str, Path]) -> ConfigParser:
 
 @pytest.fixture(scope="module")
 def eager(exported: dict[str, Path]) -> torch.nn.Module:
-    network = _parser(exported).get_parsed_content("network_def")
-    network.load_state_dict(torch.load(exported["ckpt"], map_location="cpu", weights_only=True))
+    """The network the model file's package describes, with its weights."""
+    network = read_package(exported["ckpt"]).network()
+    network.load_state_dict(read_checkpoint(exported["ckpt"])["model"])
     return network.eval()
 
 
@@ -78,7 +89,7 @@ def real_images(exported: dict[str, Path]) -> torch.Tensor:
     ]
     if len(files) < 6:
         pytest.skip(f"real samples not found under {DATA}")
-    resize = Resize(spatial_size=_parser(exported).get_parsed_content("image_size"), mode="area")
+    resize = Resize(spatial_size=read_package(exported["ckpt"]).policy.image_size, mode="area")
     return torch.stack([resize(load_cxr(f)).as_tensor() for f in files]).float()
 
 
@@ -105,6 +116,36 @@ def test_onnx_export_passes_checker_and_records_opset_and_metadata(exported: dic
     assert json.loads(props["metadata.json"]) == json.loads(exported["meta"].read_text())
     assert json.loads(props["inference.json"]) == _parser(exported).get()
     assert OnnxRuntimeBackend(exported["onnx"]).metadata == props
+
+
+def test_onnx_export_carries_the_model_package(exported: dict[str, Path]) -> None:
+    """The package round-trips through the session's metadata, and both exports carry the model file's package
+    and the same embedded texts."""
+    want = read_package(exported["ckpt"]).state_dict()
+    session = OnnxRuntimeBackend(exported["onnx"]).metadata
+    assert ModelPackage.from_json(session[EXTRA_FILE]).state_dict() == want
+    assert read_model_package(exported["onnx"]).state_dict() == want
+    assert read_model_package(exported["ts"]).state_dict() == want
+    onnx_texts, ts_texts = read_embedded(exported["onnx"]), read_embedded(exported["ts"])
+    assert tuple(onnx_texts) == EMBEDDED_FILES and onnx_texts == {k: session[k] for k in EMBEDDED_FILES}
+    assert {k: json.loads(v) for k, v in onnx_texts.items()} == {k: json.loads(v) for k, v in ts_texts.items()}
+
+
+def test_onnx_embedded_texts_missing_name_the_export_command(exported: dict[str, Path], tmp_path: Path) -> None:
+    model = onnx.load_model(str(exported["onnx"]))
+    kept = [p for p in model.metadata_props if p.key != EXTRA_FILE]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    bare_onnx, bare_ts = tmp_path / "bare.onnx", tmp_path / "bare.ts"
+    onnx.save_model(model, str(bare_onnx))
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(bare_ts))
+    with pytest.raises(ValueError, match=f"bare.onnx: no embedded {EXTRA_FILE}; export it again with scripts/export_onnx"):
+        read_model_package(bare_onnx)
+    with pytest.raises(ValueError, match="bare.ts: no embedded metadata.json, inference.json, bundle_package.json; "
+                                         "export it again with scripts/export_torchscript.py"):
+        read_embedded(bare_ts)
+    with pytest.raises(FileNotFoundError, match="none.onnx: exported model not found"):
+        read_embedded(tmp_path / "none.onnx")
 
 
 def test_onnx_export_has_dynamic_batch_and_image_size(exported: dict[str, Path], eager: torch.nn.Module) -> None:
@@ -183,11 +224,13 @@ def test_onnx_backend_errors_name_the_problem(exported: dict[str, Path], tmp_pat
         export_onnx(torch.nn.Identity(), metadata={OPSET_KEY: "7"})
 
 
-def test_onnx_export_command_names_missing_checkpoint(tmp_path: Path) -> None:
-    missing = tmp_path / "none.pt"
+def test_onnx_export_command_names_missing_model_file_and_config(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run(
-        _export_cmd(missing, tmp_path / "m.onnx"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode != 0
-    assert f"{missing}: checkpoint not found" in result.stderr
+    for cmd, message in (
+        (_export_cmd(tmp_path, tmp_path / "m.onnx"), f"{tmp_path / 'model.pt'}: model file not found"),
+        (_export_cmd(tmp_path, tmp_path / "m.onnx", config=tmp_path / "none.json"),
+         f"{tmp_path / 'none.json'}: inference config not found; pass the bundle's file with --config_file"),
+    ):
+        result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+        assert not (tmp_path / "m.onnx").exists()

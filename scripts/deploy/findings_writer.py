@@ -1,4 +1,4 @@
-"""Write the findings record of :class:`CheXNetInferenceOperator` as ``findings.json`` in the output folder."""
+"""Write the prediction record of :class:`CheXNetInferenceOperator` as ``findings.json`` in the output folder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 
 class FindingsJSONWriterOperator(Operator):
-    """Save the ``findings`` input (a JSON-serialisable dict) to ``output_folder/findings.json``."""
+    """Save the ``findings`` input (a JSON-serialisable dict) to ``output_folder/findings.json``, atomically."""
 
     def __init__(self, fragment: Fragment, *args: Any, output_folder: Path, **kwargs: Any) -> None:
         self.output_folder = Path(output_folder)
