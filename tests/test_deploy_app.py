@@ -1,6 +1,7 @@
-"""The MONAI Deploy application (scripts/deploy/app.py) on a real SIIM CR DICOM, in its own environment: its
-findings are the prediction record of the schema and equal the bundle's own ``run inference`` record on the same
-file, under the decision policy the exported model carries."""
+"""The MONAI Deploy application (scripts/deploy/app.py) on a real SIIM CR DICOM (its MONOCHROME1 variant: the
+inversion and the header warning are exercised too), in its own environment: its findings are the prediction
+record of the schema and equal the bundle's own ``run inference`` record on the same file, under the decision
+policy the exported model carries."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from bundle.packaging import ModelPackage, file_sha256, read_checkpoint, read_pa
 from .conftest import ROOT, SHARED
 
 VENV_PYTHON = ROOT / ".venv-deploy" / "bin" / "python"
-SOURCE = SHARED / "data" / "siim" / "dicom" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+SOURCE = SHARED / "data" / "siim" / "dicom" / "monochrome1_variant.dcm"
 #: Probabilities and scores: TorchScript (the app) against eager (``run inference``), same pixels in.
 TOLERANCE = 1e-4
 
@@ -34,7 +35,7 @@ TOLERANCE = 1e-4
 def _policy_fixed_gates_would_miss(package: ModelPackage, weights: dict[str, torch.Tensor]) -> tuple[DecisionPolicy, dict]:
     """A policy made for this image from the network's own outputs on it: the detection gate's threshold on the
     other side of its probability from 0.5 (so a fixed 0.5 gate decides otherwise), the segmentation gate open,
-    half the findings above their threshold, a mask threshold at the median mask probability and mask
+    some findings above their threshold and some below, a mask threshold at the median mask probability and mask
     post-processing on; no probability near its threshold. Also returns the gate probabilities."""
     network = package.network().eval()
     network.load_state_dict(weights)
@@ -42,11 +43,11 @@ def _policy_fixed_gates_would_miss(package: ModelPackage, weights: dict[str, tor
     with torch.no_grad():
         out = network(image)
     probs = torch.sigmoid(out["cls"][0]).sort().values
-    middle = len(probs) // 2
-    assert probs[middle] - probs[middle - 1] > 1e-3, probs
+    split = 3 + int((probs[3:-2] - probs[2:-3]).argmax())  # the widest gap leaving 3 findings or more on each side
+    assert probs[split] - probs[split - 1] > 1e-3, probs
     det, seg = (float(torch.sigmoid(out[g][0, 0])) for g in ("det_gate", "seg_gate"))
     policy = package.policy.override(
-        findings=dict.fromkeys(package.policy.class_names, float(probs[middle - 1] + probs[middle]) / 2),
+        findings=dict.fromkeys(package.policy.class_names, float(probs[split - 1] + probs[split]) / 2),
         gates={"det_gate": (det + 1) / 2 if det >= 0.5 else det / 2, "seg_gate": seg / 2},
         mask_threshold=float(torch.sigmoid(out["seg"]).median()),
         reason="chosen for this test image",
@@ -111,6 +112,7 @@ def test_deploy_record_follows_the_schema_and_the_package_policy(runs: dict) -> 
     assert 0 < sum(f["positive"] for f in record["findings"].values()) < len(record["findings"])
     assert record["postprocessing"]["mask"] == policy.mask.to_dict()
     assert record["spacing"] == {"mm_per_pixel": [0.168, 0.168], "source": "PixelSpacing"}
+    assert [w["code"] for w in record["warnings"]] == ["inverted_photometric_corrected"]  # from the DICOM header
 
 
 def test_deploy_findings_equal_run_inference_on_the_same_dicom(runs: dict) -> None:
