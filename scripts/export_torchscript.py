@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.export import exportable  # noqa: E402
 from bundle.fileio import atomic_write  # noqa: E402
+from bundle.packaging import ModelFileError  # noqa: E402
 
 
 def main(
@@ -32,7 +33,10 @@ def main(
 ) -> None:
     """Script ``<ckpt_dir>/model.pt`` (``override``: config ids and values, e.g. ``--gate_thresholds``) to
     ``filepath``; print the embedded file names as JSON."""
-    network, texts = exportable(ckpt_dir, config_file, meta_file, **override)
+    try:
+        network, texts = exportable(ckpt_dir, config_file, meta_file, **override)
+    except (ModelFileError, FileNotFoundError) as err:
+        raise SystemExit(str(err)) from None
     meta = json.loads(texts.pop("metadata.json"))
     buffer = io.BytesIO()
     save_net_with_metadata(

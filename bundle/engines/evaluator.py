@@ -9,7 +9,7 @@ from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 
 from bundle.detection import CheXDetector
-from bundle.runtimes import Backend, load_backend
+from bundle.runtimes import Backend, load_backend, read_model_package
 
 from .batch import batch_to_device, plain
 from .distributed import unwrap
@@ -61,7 +61,15 @@ class MultiTaskEvaluator(SupervisedEvaluator):
         if self.backend_name == "eager":
             return self.network
         if self._backend is None:
-            self._backend = load_backend(self.backend_name, unwrap(self.network).eval(), self.backend_file)
+            network = unwrap(self.network).eval()
+            if self.backend_file is not None:
+                exported = read_model_package(self.backend_file)
+                if exported.network_args != network.init_args:
+                    raise ValueError(
+                        f"{self.backend_file}: exported from another network ({exported.network_args}) than the "
+                        f"checkpoint's ({network.init_args}); export the checkpoint again"
+                    )
+            self._backend = load_backend(self.backend_name, network, self.backend_file)
         return self._backend
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
