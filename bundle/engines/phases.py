@@ -1,7 +1,9 @@
 """PhaseSchedule: the MultiCheXNet training protocol as consecutive phases of one Ignite run.
 
 A phase names its data (a loader, or an :class:`~bundle.data.mixing.AlternatingLoader`), the heads it runs,
-the loss weights, the modules it freezes, its length in epochs and its learning rate. The schedule switches
+the loss weights, the modules it freezes, its length in epochs and its learning rate. Configs give the phases as
+a mapping from a step name to the phase (``"phases": {"cls": {...}, "det_gate": {...}, ...}``), run in the
+mapping's order, so that an overlay changes a step by name (``"phases#mtl#data"``). The schedule switches
 phases when an epoch starts, so a run resumed from a checkpoint (:class:`~bundle.handlers.checkpoint.
 TrainingCheckpoint`) continues in the right phase, and saves the network at the end of every phase.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,18 +48,22 @@ class Phase:
     lr: float | None = None
 
 
+#: Phases in order: a sequence, or a mapping from step name to phase (the step name is the phase's default name).
+Phases = Sequence[Phase | dict[str, Any]] | Mapping[str, Phase | dict[str, Any]]
+
+
 class PhaseSchedule:
     """Run ``phases`` one after another on a :class:`~bundle.engines.MultiTaskTrainer`.
 
     The trainer's ``max_epochs`` must equal the phases' total epochs (:func:`total_epochs`).
 
     Args:
-        phases: the phases in order.
+        phases: the phases in order (see :func:`as_phases`).
         ckpt_dir: where the phase-end checkpoints go.
     """
 
-    def __init__(self, phases: Sequence[Phase | dict[str, Any]], ckpt_dir: str) -> None:
-        self.phases = [p if isinstance(p, Phase) else Phase(**p) for p in phases]
+    def __init__(self, phases: Phases, ckpt_dir: str) -> None:
+        self.phases = as_phases(phases)
         if not self.phases:
             raise ValueError("PhaseSchedule needs at least one phase")
         self.ckpt_dir = Path(ckpt_dir)
@@ -105,6 +111,13 @@ class PhaseSchedule:
         self.logger.info("phase '%s' done; saved %s", name, self.ckpt_dir / f"phase_{name}.pt")
 
 
-def total_epochs(phases: Sequence[Phase | dict[str, Any]]) -> int:
+def as_phases(phases: Phases) -> list[Phase]:
+    """``phases`` as a list of :class:`Phase`, in order. In a mapping, a phase without ``name`` takes its key."""
+    if isinstance(phases, Mapping):
+        return [p if isinstance(p, Phase) else Phase(**{"name": step, **p}) for step, p in phases.items()]
+    return [p if isinstance(p, Phase) else Phase(**p) for p in phases]
+
+
+def total_epochs(phases: Phases) -> int:
     """Total epochs of ``phases``, the trainer's ``max_epochs``."""
-    return sum(p.epochs if isinstance(p, Phase) else int(p["epochs"]) for p in phases)
+    return sum(p.epochs for p in as_phases(phases))
