@@ -170,7 +170,7 @@ def test_train_preprocessing_reads_monailabel_label_as_mask(tiny_datalist: Path)
     parser.read_config(str(ROOT / "configs" / "train.json"))
     parser["image_size"] = [64, 64]
     pairs = [{"image": str(root / entry["image"]), "label": str(root / entry["mask"])}, {"image": str(root / entry["image"])}]
-    loaded = [parser.get_parsed_content("validate#transforms")(pair) for pair in pairs]
+    loaded = [parser.get_parsed_content("validate#preprocessing")(pair) for pair in pairs]
     expected = np.asarray(Image.open(root / entry["mask"])).T > 0
     assert loaded[0]["has_seg"] and not loaded[1]["has_seg"]
     assert loaded[0]["mask"].shape == (1, 64, 64)

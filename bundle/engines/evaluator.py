@@ -79,7 +79,7 @@ class MultiTaskEvaluator(SupervisedEvaluator):
         with self.mode(self.network), torch.no_grad():
             with torch.autocast(self.state.device.type, enabled=self.amp, **self.amp_kwargs):
                 if self.gate_thresholds is None:
-                    pred = runner(plain(image))
+                    pred = self.inferer(plain(image), runner)
                 else:
                     pred = gated_forward(
                         runner, plain(image), self.gate_thresholds["det_gate"], self.gate_thresholds["seg_gate"]

@@ -54,7 +54,7 @@ class MultiTaskTrainer(SupervisedTrainer):
                     module.eval()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
-            pred = engine.network(plain(batch["image"]), engine.tasks)
+            pred = engine.inferer(plain(batch["image"]), engine.network, engine.tasks)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         terms = engine.loss_function({k: v.float() for k, v in pred.items()}, batch)  # losses in float32
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
