@@ -327,3 +327,17 @@ def test_inference_on_mixed_folder_with_a_corrupt_file(tmp_path: Path) -> None:
         if record["boxes"]:
             markups = json.loads((out / record["files"]["markups"]).read_text())
             assert len(markups["markups"]) == len(record["boxes"])
+
+
+def test_dicom_seg_of_an_anonymised_source_without_type_2_attributes(tmp_path: Path) -> None:
+    source = write_dicom(tmp_path / "anonymised.dcm", 40, 30)
+    ds = pydicom.dcmread(source)
+    for keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber"):
+        delattr(ds, keyword)
+    ds.save_as(source)
+    mask = np.zeros((40, 30), bool)
+    mask[5:20, 3:9] = True
+    write_dicom_seg(mask, source, tmp_path / "seg.dcm")
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert seg.PatientBirthDate == "" and seg.Rows == 30 and seg.Columns == 40
+    assert int(seg.pixel_array.sum()) == int(mask.sum())

@@ -214,7 +214,7 @@ class PredictionWriter:
 def _png_bytes(rows_first: np.ndarray) -> bytes:
     """PNG bytes of an (H, W) or (H, W, 3) uint8 array (PIL wants rows first; this project's axis 0 is x)."""
     buffer = io.BytesIO()
-    Image.fromarray(rows_first).save(buffer, format="PNG")
+    Image.fromarray(rows_first).save(buffer, format="PNG", compress_level=1)  # 0/255 masks compress well anyway
     return buffer.getvalue()
 
 

@@ -19,6 +19,14 @@ from pydicom.sr.codedict import codes
 from bundle.fileio import atomic_write
 
 
+#: Type 2 patient and study attributes that the SEG copies from its source: empty when the source lacks them
+#: (anonymised exports often drop them), rather than a failed SEG.
+EMPTY_IF_MISSING: tuple[str, ...] = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName",
+)
+
+
 def write_dicom_seg(
     mask: np.ndarray,
     source: str | Path,
@@ -34,6 +42,9 @@ def write_dicom_seg(
             it cannot segment, e.g. one with a Frame of Reference but no SliceThickness) pass through.
     """
     dataset = pydicom.dcmread(str(source), stop_before_pixels=True)
+    for keyword in EMPTY_IF_MISSING:  # type 2 attributes the SEG copies: present, possibly empty
+        if keyword not in dataset:
+            setattr(dataset, keyword, "")
     if tuple(mask.shape) != (int(dataset.Columns), int(dataset.Rows)):
         size = f"{dataset.Columns}x{dataset.Rows}"
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not match {source} ({size})")
