@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bundle.decisions import DecisionPolicy
+from bundle.decisions import DecisionPolicy, MaskPostprocessing
 from bundle.detection import CheXDetector
 from bundle.fileio import atomic_write
 from bundle.networks import MultiCheXNet
@@ -66,10 +66,17 @@ class ModelPackage:
         det_class_names: Sequence[str] = ("opacity",),
         tasks: Mapping[str, str] | None = None,
         policy: DecisionPolicy | None = None,
+        mask_postprocessing: MaskPostprocessing | Mapping[str, Any] | None = None,
     ) -> ModelPackage:
-        """The package of a network being trained: its arguments and ``policy`` (default: 0.5 everywhere)."""
+        """The package of a network being trained: its arguments and ``policy`` (default: 0.5 everywhere, with
+        ``mask_postprocessing``, a :class:`MaskPostprocessing` or its fields, as the mask post-processing)."""
         if policy is None:
-            policy = DecisionPolicy.default(class_names, image_size, det_class_names, tasks)
+            if isinstance(mask_postprocessing, Mapping):
+                mask_postprocessing = MaskPostprocessing.from_dict(mask_postprocessing, "mask_postprocessing")
+            settings = {} if mask_postprocessing is None else {"mask": mask_postprocessing}
+            policy = DecisionPolicy.default(class_names, image_size, det_class_names, tasks, **settings)
+        elif mask_postprocessing is not None:
+            raise ValueError("give either a policy or mask_postprocessing, not both (the policy holds its own)")
         return cls(network.init_args, detector.init_args, policy)
 
     def network(self) -> MultiCheXNet:

@@ -23,7 +23,7 @@ import fire
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundle.data import sources  # noqa: E402
+from bundle.data import lung_sources, sources  # noqa: E402
 from bundle.data.check import split_report, split_rows  # noqa: E402
 from bundle.data.datalist import DatalistError, read_datalist  # noqa: E402
 from bundle.data.labels import NIH_FINDINGS  # noqa: E402
@@ -174,6 +174,35 @@ class Prepare:
         """COVID-19 image data collection (metadata.csv), X-rays of the given views, optional lung masks."""
         result = sources.covid(metadata_csv, images_dir, masks_dir, _as_list(views), on_missing)
         write_datalist(result, output, "covid", fractions, seed, split_like=split_like)
+
+    def jsrt(
+        self, images_dir: str, masks_dir: str, output: str, converted_dir: str | None = None,
+        fractions: Any = "0.8,0.1,0.1", seed: int = 0, split_like: Any = None,
+    ) -> None:
+        """JSRT (All247images/*.IMG) with the SCR lung masks (any folder holding 'left lung' / 'right lung' GIFs);
+        PNGs written to ``converted_dir`` (default: ``<output stem>_files`` next to ``output``)."""
+        converted = converted_dir or Path(output).with_suffix("").as_posix() + "_files"
+        result = lung_sources.jsrt(images_dir, masks_dir, converted)
+        write_datalist(result, output, "jsrt", fractions, seed, split_like=split_like)
+
+    def montgomery(
+        self, root: str, output: str, converted_dir: str | None = None, fractions: Any = "0.8,0.1,0.1",
+        seed: int = 0, split_like: Any = None,
+    ) -> None:
+        """Montgomery County (MontgomerySet: CXR_png, ManualMask/leftMask, ManualMask/rightMask); the lungs'
+        union written to ``converted_dir`` (default: ``<output stem>_files`` next to ``output``)."""
+        converted = converted_dir or Path(output).with_suffix("").as_posix() + "_files"
+        result = lung_sources.montgomery(root, converted)
+        write_datalist(result, output, "montgomery", fractions, seed, split_like=split_like)
+
+    def shenzhen(
+        self, images_dir: str, masks_dir: str, output: str, fractions: Any = "0.8,0.1,0.1", seed: int = 0,
+        split_like: Any = None,
+    ) -> None:
+        """Shenzhen (CXR_png) with its lung masks named ``<image stem>_mask.png``; images without one are kept
+        unlabelled (the lung recipe trains on the masked ones)."""
+        result = lung_sources.shenzhen(images_dir, masks_dir)
+        write_datalist(result, output, "shenzhen", fractions, seed, split_like=split_like)
 
     def folder(
         self, images_dir: str, output: str, masks_dir: str | None = None, patient_pattern: str | None = None,

@@ -45,7 +45,10 @@ def _build_trunk(backbone: str, in_channels: int) -> nn.Module:
         return _DenseNetFeatures(in_channels)
     if backbone in ("resnet18", "resnet50"):
         return ResNetFeatures(backbone, pretrained=False, spatial_dims=2, in_channels=in_channels)
-    return EfficientNetBNFeatures(backbone, pretrained=False, spatial_dims=2, in_channels=in_channels)
+    # PyTorch's batch-norm momentum (MONAI's EfficientNet default, 0.01, leaves the running statistics far from
+    # the data after the few hundred steps of a small training set, and evaluation-mode outputs with them)
+    return EfficientNetBNFeatures(backbone, pretrained=False, spatial_dims=2, in_channels=in_channels,
+                                  norm=("batch", {"eps": 1e-3, "momentum": 0.1}))
 
 
 class CheXEnc(nn.Module):
