@@ -4,8 +4,9 @@ from . import phases
 from .batch import batch_to_device, loss_terms
 from .distributed import on_rank_zero, rank, unwrap
 from .evaluator import LABEL_KEYS, MultiTaskEvaluator
+from .parts import TrainingPart
 from .trainer import MultiTaskTrainer
 
 __all__ = [
-    "LABEL_KEYS", "MultiTaskEvaluator", "MultiTaskTrainer", "batch_to_device", "loss_terms", "on_rank_zero", "rank", "unwrap",
+    "LABEL_KEYS", "MultiTaskEvaluator", "MultiTaskTrainer", "TrainingPart", "batch_to_device", "loss_terms", "on_rank_zero", "rank", "unwrap",
 ]

@@ -37,6 +37,7 @@ class Phase:
         weights: loss weights (None: the loss's defaults).
         freeze: network module name prefixes whose parameters are frozen (and kept in eval mode).
         lr: learning rate of the phase (None: unchanged).
+        parts: names of the trainer's training parts in use (None: all).
     """
 
     name: str
@@ -46,6 +47,7 @@ class Phase:
     weights: dict[str, float] | None = None
     freeze: list[str] = field(default_factory=list)
     lr: float | None = None
+    parts: list[str] | None = None
 
 
 #: Phases in order: a sequence, or a mapping from step name to phase (the step name is the phase's default name).
@@ -89,6 +91,7 @@ class PhaseSchedule:
         engine.state.epoch_length = len(phase.data)  # type: ignore[arg-type]
         engine.tasks = phase.tasks
         engine.frozen = list(phase.freeze)
+        engine.active = None if phase.parts is None else list(phase.parts)
         loss = engine.loss_function
         loss.weights = dict(phase.weights) if phase.weights is not None else dict(loss.default_weights)
         for name, param in unwrap(engine.network).named_parameters():

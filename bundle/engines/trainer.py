@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from monai.engines.utils import IterationEvents
 
 from .batch import batch_to_device, plain
 from .distributed import unwrap
+from .parts import TrainingPart, active_parts
 
 
 class MultiTaskTrainer(SupervisedTrainer):
@@ -25,17 +27,26 @@ class MultiTaskTrainer(SupervisedTrainer):
     alone by the optimiser, instead of moving on momentum and weight decay depending on whether an earlier
     iteration happened to give it a gradient, state that no checkpoint holds.
 
+    ``parts`` (:mod:`bundle.engines.parts`) add loss terms and steps to each iteration; ``active`` names those in
+    use (None: all), which phases change.
+
     Args:
         tasks: heads computed each iteration.
+        parts: training parts by name, run in this order.
         args, kwargs: as :class:`monai.engines.SupervisedTrainer` (``decollate`` is forced off).
     """
 
-    def __init__(self, *args: Any, tasks: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, tasks: list[str] | None = None, parts: Mapping[str, TrainingPart] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs["decollate"] = False
         kwargs.setdefault("optim_set_to_none", True)
         super().__init__(*args, **kwargs)
         self.tasks = tasks
         self.frozen: list[str] = []
+        self.parts: dict[str, TrainingPart] = dict(parts or {})
+        self.active: list[str] | None = None
 
     @staticmethod
     def _is_done(state: Any) -> bool:
@@ -56,7 +67,14 @@ class MultiTaskTrainer(SupervisedTrainer):
         with torch.autocast(engine.state.device.type, enabled=engine.amp, **engine.amp_kwargs):
             pred = engine.inferer(plain(batch["image"]), engine.network, engine.tasks)
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-        terms = engine.loss_function({k: v.float() for k, v in pred.items()}, batch)  # losses in float32
+        pred = {k: v.float() for k, v in pred.items()}  # losses in float32
+        terms = engine.loss_function(pred, batch)
+        parts = active_parts(engine.parts, engine.active)
+        for name, part in parts.items():
+            extra = part.loss(engine, batch, pred)
+            if "loss" in extra:
+                terms["loss"] = terms["loss"] + extra.pop("loss")
+            terms.update({f"{name}_{key}": value for key, value in extra.items()})
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if engine.amp and engine.scaler is not None:
             engine.scaler.scale(terms["loss"]).backward()
@@ -67,6 +85,8 @@ class MultiTaskTrainer(SupervisedTrainer):
             terms["loss"].backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
+        for part in parts.values():
+            part.after_step(engine, batch, pred)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         engine.state.output = {k: v.detach() for k, v in terms.items()}
         return engine.state.output
