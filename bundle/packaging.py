@@ -184,10 +184,12 @@ def inference_policy(
     tasks: Mapping[str, str] | None = None,
     gate_thresholds: Mapping[str, float] | None = None,
     legacy_thresholds: str | Path | None = None,
+    mask_postprocessing: Mapping[str, Any] | None = None,
 ) -> DecisionPolicy:
     """The decision policy an inference run applies: the model file's, else a legacy ``thresholds.json``, else
-    defaults (0.5); then the explicit overrides (``gate_thresholds``, an ``image_size`` other than the model's),
-    which win and are recorded (rule ``override``) and logged."""
+    defaults (0.5); then the explicit overrides (``tasks``, ``gate_thresholds``, ``mask_postprocessing`` fields,
+    an ``image_size`` other than the model's), which win, are logged and are recorded in every prediction (gates
+    with rule ``override``)."""
     if package is not None:
         policy = package.policy
     elif legacy_thresholds is not None and Path(legacy_thresholds).is_file():
@@ -201,6 +203,11 @@ def inference_policy(
         log.warning("gate thresholds %s set explicitly (the model file's: %s)", dict(gate_thresholds),
                     {g: p.threshold for g, p in policy.gates.items()})
         policy = policy.override(gates=gate_thresholds, reason="set on the command line (gate_thresholds)")
+    if mask_postprocessing is not None:
+        mask = MaskPostprocessing.from_dict({**policy.mask.to_dict(), **dict(mask_postprocessing)},
+                                            "mask_postprocessing override")
+        log.warning("mask post-processing %s set explicitly (the model file's: %s)", mask.to_dict(), policy.mask.to_dict())
+        policy = replace(policy, mask=mask)
     if tuple(image_size) != policy.image_size:
         log.warning("image size %s set explicitly (the model was shipped for %s)", list(image_size), list(policy.image_size))
         policy = replace(policy, image_size=tuple(image_size))

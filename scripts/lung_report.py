@@ -69,9 +69,9 @@ def _figure(cases: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(datalist: str, predictions: str, output_dir: str, split: str = "testing", worst: int = 5,
-         n_resamples: int = 1000, seed: int = 0) -> None:
-    """Score every entry of ``split`` with a mask; ``predictions`` is ``run inference``'s output folder."""
+def collect_cases(datalist: str, predictions: str, split: str = "testing") -> list[dict]:
+    """Per-image scores of every entry of ``split`` with a mask; ``predictions`` is ``run inference``'s output
+    folder (``<stem>_mask.png`` per image)."""
     base = Path(datalist).resolve().parent
     entries = [e for e in read_datalist(datalist)[split] if "mask" in e]
     if not entries:
@@ -85,6 +85,12 @@ def main(datalist: str, predictions: str, output_dir: str, split: str = "testing
         truth, pred = _binary(base / entry["mask"]), _binary(pred_file)
         cases.append({"name": stem(image), "image": str(image), "patient_id": str(entry["patient_id"]),
                       "truth": truth, "pred": pred, **score_image(pred, truth)})
+    return cases
+
+
+def summarise(cases: list[dict], output_dir: str, worst: int = 5, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean Dice and HD95 with patient-bootstrap 95% CIs, empty and leaking masks, the worst image; writes
+    ``lung_scores.json`` and the figure of the ``worst`` lowest-Dice cases to ``output_dir``."""
     patients = [c["patient_id"] for c in cases]
     dice = np.array([c["dice"] for c in cases])
     hd95 = np.array([c["hd95_px"] for c in cases])
@@ -102,6 +108,13 @@ def main(datalist: str, predictions: str, output_dir: str, split: str = "testing
     _figure(ranked[:worst], out / "worst_cases.png")
     per_image = [{k: v for k, v in c.items() if k not in ("truth", "pred", "image")} for c in ranked]
     (out / "lung_scores.json").write_text(json.dumps({"summary": summary, "per_image": per_image}, indent=1))
+    return summary
+
+
+def main(datalist: str, predictions: str, output_dir: str, split: str = "testing", worst: int = 5,
+         n_resamples: int = 1000, seed: int = 0) -> None:
+    """Score every entry of ``split`` with a mask against ``run inference``'s masks in ``predictions``."""
+    summary = summarise(collect_cases(datalist, predictions, split), output_dir, worst, n_resamples, seed)
     print(json.dumps(summary, indent=1))
 
 

@@ -16,6 +16,7 @@ from bundle.decisions import (
     fit_calibration,
 )
 from bundle.decisions.operating_points import choose_operating_point
+from bundle.packaging import inference_policy
 
 NAMES = ("Atelectasis", "Effusion", "Mass")
 
@@ -135,3 +136,15 @@ def test_decision_policy_missing_or_broken_file(tmp_path: Path) -> None:
     legacy.write_text(json.dumps({"classification": {}}))
     with pytest.raises(ValueError, match="not a thresholds.json"):
         DecisionPolicy.from_thresholds_json(legacy, (64, 64))
+
+
+def test_decision_inference_mask_postprocessing_override_changes_only_the_fields_given() -> None:
+    policy = chosen_policy()
+    package = type("Package", (), {"policy": policy})()
+    overridden = inference_policy(package, NAMES, (128, 128), mask_postprocessing={"neck_fraction": 0.03})
+    assert overridden.mask == MaskPostprocessing(fill_holes=True, neck_fraction=0.03, min_area_fraction=0.001,
+                                                 keep_largest=2)
+    assert overridden.findings == policy.findings and overridden.gates == policy.gates
+    assert inference_policy(package, NAMES, (128, 128)).mask == policy.mask
+    with pytest.raises(ValueError, match=r"mask_postprocessing override: unknown fields \['neck'\]"):
+        inference_policy(package, NAMES, (128, 128), mask_postprocessing={"neck": 0.03})

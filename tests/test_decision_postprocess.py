@@ -77,6 +77,40 @@ def test_decision_mask_islands_touching_diagonally_are_one_component() -> None:
     assert mask.sum() == 3 and not mask[7, 0]
 
 
+def lung_with_gas_bubble() -> tuple[np.ndarray, np.ndarray]:
+    """A (W, H) = (100, 100) map: two 'lungs' (30 x 60 px), the right one joined at its base through a 4-px-wide,
+    6-px-long bridge to a 16 x 16 'gastric bubble' below it; and the two lungs alone."""
+    lungs = np.zeros((100, 100), bool)
+    lungs[10:40, 10:70] = True
+    lungs[60:90, 10:70] = True
+    prob = np.where(lungs, 0.9, 0.1)
+    prob[73:77, 70:76] = 0.9  # the bridge
+    prob[67:83, 76:92] = 0.9  # the bubble
+    return prob, lungs
+
+
+def test_decision_mask_neck_cut_drops_a_region_joined_through_a_thin_bridge() -> None:
+    prob, lungs = lung_with_gas_bubble()
+    plain = postprocess_mask(prob, 0.5, MaskPostprocessing(keep_largest=2))
+    assert plain[67:83, 76:92].all()  # connected to a lung: keeping the two largest does not remove it
+    cut = postprocess_mask(prob, 0.5, MaskPostprocessing(keep_largest=2, neck_fraction=0.03))
+    assert not cut[67:83, 76:92].any()  # the bubble is gone ...
+    assert cut[lungs].all()  # ... the lungs are whole, square corners included (restored after the opening)
+    bridge = np.zeros_like(lungs)
+    bridge[73:77, 70:76] = True
+    assert not (cut & ~lungs & ~bridge).any()  # nothing else added: at most a stub of the bridge stays
+
+
+def test_decision_mask_neck_cut_leaves_wide_joins_and_thin_masks_alone() -> None:
+    prob, lungs = lung_with_gas_bubble()
+    prob[67:83, 70:76] = 0.9  # a 16-px-wide join: wider than twice the 3-px radius
+    wide = postprocess_mask(prob, 0.5, MaskPostprocessing(keep_largest=2, neck_fraction=0.03))
+    np.testing.assert_array_equal(wide, prob > 0.5)
+    thin = np.zeros((100, 100))
+    thin[10:90, 48:52] = 0.9  # thinner than the neck everywhere: not wiped out
+    np.testing.assert_array_equal(postprocess_mask(thin, 0.5, MaskPostprocessing(neck_fraction=0.03)), thin > 0.5)
+
+
 @pytest.mark.parametrize("size", [(96, 40), (20, 70), (32, 24), (7, 5)])
 def test_decision_resize_matches_torch_bilinear(size: tuple[int, int]) -> None:
     prob = np.random.default_rng(0).random((32, 24))
@@ -130,5 +164,7 @@ def test_decision_postprocessing_parameters_are_checked() -> None:
         MaskPostprocessing(keep_largest=0)
     with pytest.raises(ValueError, match="min_area"):
         MaskPostprocessing(min_area_fraction=1.5)
+    with pytest.raises(ValueError, match="neck_fraction"):
+        MaskPostprocessing(neck_fraction=-0.1)
     with pytest.raises(ValueError, match="nms_iou"):
         BoxPostprocessing(nms_iou=2.0)

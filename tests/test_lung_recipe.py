@@ -51,7 +51,7 @@ def _lung_probabilities() -> tuple[np.ndarray, np.ndarray]:
 def test_lung_config_ships_anatomy_task_and_lung_postprocessing() -> None:
     assert LUNG["tasks"] == {"det": "lesion", "seg": "anatomy"}
     assert MaskPostprocessing.from_dict(LUNG["mask_postprocessing"]) == MaskPostprocessing(
-        fill_holes=True, keep_largest=2, min_area_fraction=0.005)
+        fill_holes=True, neck_fraction=0.02, keep_largest=2, min_area_fraction=0.005)
     assert list(LUNG["validate#key_metric"]) == ["val_dice"] and min(LUNG["image_size"]) >= 256
 
 

@@ -23,11 +23,15 @@ EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 @dataclass(frozen=True)
 class MaskPostprocessing:
-    """How a thresholded mask is cleaned, in this order: fill holes, drop components smaller than the minimum
-    area, keep the ``keep_largest`` largest components.
+    """How a thresholded mask is cleaned, in this order: fill holes, cut thin necks, drop components smaller than
+    the minimum area, keep the ``keep_largest`` largest components.
 
     Attributes:
         fill_holes: fill background regions not connected to the image border.
+        neck_fraction: cut necks narrower than twice this fraction of the map's shorter side: components are
+            found on the mask opened by a disk of that radius, and only the mask's pixels within the radius of the
+            kept components stay. A region joined to a lung only through a thin bridge (gastric gas under the
+            left hemidiaphragm) becomes its own component and goes with ``keep_largest``; 0 turns it off.
         min_area_pixels: minimum component area in pixels of the map being processed.
         min_area_fraction: minimum component area as a fraction of the map's pixels (size-independent, so the
             same at the model's input size and at the original size); the larger of the two minima applies.
@@ -35,6 +39,7 @@ class MaskPostprocessing:
     """
 
     fill_holes: bool = False
+    neck_fraction: float = 0.0
     min_area_pixels: int = 0
     min_area_fraction: float = 0.0
     keep_largest: int | None = None
@@ -42,6 +47,8 @@ class MaskPostprocessing:
     def __post_init__(self) -> None:
         if self.min_area_pixels < 0 or not 0.0 <= self.min_area_fraction < 1.0:
             raise ValueError("mask min_area_pixels must be >= 0 and min_area_fraction in [0, 1)")
+        if not 0.0 <= self.neck_fraction < 0.5:
+            raise ValueError(f"mask neck_fraction must be in [0, 0.5), got {self.neck_fraction}")
         if self.keep_largest is not None and self.keep_largest < 1:
             raise ValueError(f"mask keep_largest must be None or >= 1, got {self.keep_largest}")
 
@@ -115,6 +122,17 @@ def postprocess_mask(
         raise ValueError(f"postprocess_mask expects one (W, H) map, got shape {mask.shape}")
     if params.fill_holes and mask.any():
         mask = ndimage.binary_fill_holes(mask)
+    radius = params.neck_fraction * min(mask.shape)
+    if radius >= 1.0 and mask.any():
+        core = ndimage.distance_transform_edt(mask) > radius  # erosion by a disk of ``radius``
+        if core.any():  # a mask thinner than the neck everywhere is left to the component rules alone
+            kept = _components(ndimage.distance_transform_edt(~core) <= radius, params)  # ... then dilation
+            return mask & (ndimage.distance_transform_edt(~kept) <= radius)
+    return _components(mask, params)
+
+
+def _components(mask: np.ndarray, params: MaskPostprocessing) -> np.ndarray:
+    """``mask`` without components below the minimum area, and with only the ``keep_largest`` largest."""
     min_area = params.min_area(mask.shape)
     if (min_area <= 1 and params.keep_largest is None) or not mask.any():
         return mask

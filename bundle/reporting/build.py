@@ -55,7 +55,8 @@ def policy_paragraphs(policy: Mapping[str, Any]) -> list[Block]:
         else policy["source"]
     blocks: list[Block] = [Paragraph(
         f"Decision policy: {origin}. Tasks {settings['tasks']}; gates {gates}; mask threshold "
-        f"{_point(settings['mask_threshold'])}, fill holes {mask['fill_holes']}, minimum component "
+        f"{_point(settings['mask_threshold'])}, fill holes {mask['fill_holes']}, neck cut "
+        f"{mask.get('neck_fraction', 0.0):g} of the shorter side, minimum component "
         f"max({mask['min_area_pixels']} px, {mask['min_area_fraction']:g} of the image), keep largest "
         f"{mask['keep_largest']}; box score {_point(settings['box_score'])}, NMS IoU {boxes['nms_iou']}, at most "
         f"{boxes['max_boxes']} boxes."
