@@ -1,9 +1,11 @@
-"""Shared fixtures: a small synthetic dataset and a random-initialised packaged, exported model, made once per
-session."""
+"""Shared fixtures: a small synthetic dataset and a random-initialised packaged model with its TorchScript and ONNX
+exports, made once per session (an ONNX export of DenseNet121 takes minutes on a small CPU)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +49,22 @@ def random_export(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return {"ckpt": work / "model.pt", "ts": work / "model.ts"}
+
+
+@pytest.fixture(scope="session")
+def random_onnx(random_export: dict[str, Path]) -> dict[str, Path]:
+    """``random_export`` plus its ``scripts/export_onnx.py`` export (``onnx``), made from copies of the configs
+    (``config``, ``meta``) so that tests can check what the export embeds."""
+    pytest.importorskip("onnx", reason="the ONNX extra is not installed: pip install -e '.[onnx]'")
+    pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed: pip install -e '.[onnx]'")
+    work = random_export["ckpt"].parent
+    onnx_file, config, meta = work / "model.onnx", work / "inference.json", work / "metadata.json"
+    shutil.copy(ROOT / "configs" / "inference.json", config)
+    shutil.copy(ROOT / "configs" / "metadata.json", meta)
+    cmd = [sys.executable, "scripts/export_onnx.py", "--ckpt_dir", str(work), "--config_file", str(config),
+           "--meta_file", str(meta), "--filepath", str(onnx_file)]
+    result = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    return {**random_export, "onnx": onnx_file, "config": config, "meta": meta, "summary": summary}

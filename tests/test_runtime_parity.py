@@ -4,10 +4,7 @@ Label's postprocessing, all through ``bundle.decisions`` and written as schema-v
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +12,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from bundle.data import NIH_FINDINGS
-from bundle.decisions import DecisionPolicy, validate_record
-from bundle.networks import MultiCheXNet
-from bundle.packaging import ModelPackage, save_model
+from bundle.decisions import validate_record
 
 from .conftest import ROOT, SHARED
 
@@ -31,34 +25,24 @@ REAL = [
 TOLERANCE = 1e-4
 
 
+#: Gates opened wider than the default 0.5, so that the random model's masks and boxes are compared too.
+GATES = {"det_gate": 0.4, "seg_gate": 0.4}
+
+
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A packaged, seeded model whose heads give masks and boxes on real images, with its TorchScript export."""
+def model_dir(random_onnx: dict[str, Path]) -> Path:
+    """The session's seeded random packaged model (box scores near 0.5, so that boxes are compared), with its
+    TorchScript (``model.ts``) and ONNX (``model.onnx``) exports."""
     if len(REAL) < 4:
         pytest.skip(f"real samples not found under {DATA}")
-    models = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    net = MultiCheXNet(num_anchors=4).eval()
-    with torch.no_grad():  # box scores near 0.5 instead of the 0.01 prior, so that boxes are compared too
-        net.det_head.cls_subnet.cls_logits.bias.zero_()
-    parser = ConfigParser()
-    parser.read_config(str(ROOT / "configs" / "inference.json"))
-    policy = DecisionPolicy.default(NIH_FINDINGS, (128, 128)).override(gates={"det_gate": 0.4, "seg_gate": 0.4})
-    save_model(models / "model.pt", net.state_dict(), ModelPackage(
-        net.init_args, parser.get_parsed_content("detector").init_args, policy))
-    result = subprocess.run(
-        [sys.executable, "scripts/export_torchscript.py", "--ckpt_dir", str(models), "--filepath", str(models / "model.ts")],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return models
+    return random_onnx["ckpt"].parent
 
 
 def _infer(model_dir: Path, inputs: Path, out: Path, backend: str, backend_file: str | None) -> dict[str, dict]:
     workflow = ConfigWorkflow(
         config_file=str(ROOT / "configs" / "inference.json"), meta_file=str(ROOT / "configs" / "metadata.json"),
         workflow_type="infer", bundle_root=str(ROOT), ckpt_dir=str(model_dir), input_dir=str(inputs),
-        output_dir=str(out), backend=backend, backend_file=backend_file, output_formats=["png"],
+        output_dir=str(out), backend=backend, backend_file=backend_file, output_formats=["png"], gate_thresholds=GATES,
     )
     workflow.initialize()
     workflow.run()
@@ -98,7 +82,7 @@ def test_runtimes_give_the_same_findings_on_real_images(model_dir: Path, tmp_pat
     assert any(r["boxes"] for r in eager.values()) and any(r["mask"]["pixels"] for r in eager.values())
     runs = {
         "torchscript": _infer(model_dir, inputs, tmp_path / "ts", "torchscript", str(model_dir / "model.ts")),
-        "onnxruntime": _infer(model_dir, inputs, tmp_path / "onnx", "onnxruntime", None),
+        "onnxruntime": _infer(model_dir, inputs, tmp_path / "onnx", "onnxruntime", str(model_dir / "model.onnx")),
     }
     for backend, records in runs.items():
         assert set(records) == set(eager), backend
@@ -118,7 +102,7 @@ def test_monailabel_postprocessing_gives_the_run_inference_record(model_dir: Pat
     records = _infer(model_dir, inputs, tmp_path / "eager", "eager", None)
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "inference.json"))
-    parser["bundle_root"], parser["ckpt_dir"] = str(ROOT), str(model_dir)
+    parser["bundle_root"], parser["ckpt_dir"], parser["gate_thresholds"] = str(ROOT), str(model_dir), GATES
     net = parser.get_parsed_content("network_def").eval()
     net.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True)["model"])
     for path in sorted(inputs.iterdir()):
