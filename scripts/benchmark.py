@@ -9,8 +9,13 @@ CPU, peak allocated CUDA memory on GPU.
 all heads and gated, for one random-initialised network. The backends take turns: ``rounds`` timed blocks of
 ``iterations`` batches each, images/s from the median block, so load from other processes hits all alike.
 
+``--compare heads``: in one process, encoder + classifier versus all heads versus gated inference with one image
+of the batch passing each gate (interleaved like the runtimes), and the time of every head module (encoder, FPN,
+box and class subnets, seg decoder, gates) and of the decision post-processing of the outputs.
+
     python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 5
     python scripts/benchmark.py --compare runtimes --sizes "[256,512]" --batch_size 2 --iterations 2 --rounds 3
+    python scripts/benchmark.py --compare heads --sizes "[256,512]" --batch_size 4 --iterations 2 --rounds 3
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import fire
@@ -29,6 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bundle.data import NIH_FINDINGS  # noqa: E402
+from bundle.decisions import DecisionPolicy, MaskPostprocessing, decide, image_heads  # noqa: E402
+from bundle.detection import CheXDetector  # noqa: E402
 from bundle.networks import MultiCheXNet  # noqa: E402
 from bundle.runtimes import BACKENDS, Backend, load_backend  # noqa: E402
 
@@ -142,6 +151,105 @@ def benchmark_runtimes(
     return rows
 
 
+#: Modules timed in the per-module breakdown, by their name in MultiCheXNet.
+BREAKDOWN = ("encoder", "cls_head", "det_gate", "seg_gate", "seg_head.decoder", "seg_head.head", "det_head.fpn",
+             "det_head.cls_subnet", "det_head.box_subnet")
+
+
+def _module_seconds(network: MultiCheXNet, image: torch.Tensor, iterations: int) -> dict[str, float]:
+    """Seconds per batch spent in each :data:`BREAKDOWN` module over ``iterations`` all-heads passes, and in
+    the whole pass (``total``)."""
+    spent = dict.fromkeys(BREAKDOWN, 0.0)
+    started: dict[str, float] = {}
+    modules = dict(network.named_modules())
+    handles = []
+    for name in BREAKDOWN:
+        handles.append(modules[name].register_forward_pre_hook(lambda *_, n=name: started.__setitem__(n, time.perf_counter())))
+        handles.append(modules[name].register_forward_hook(
+            lambda *_, n=name: spent.__setitem__(n, spent[n] + time.perf_counter() - started[n])))
+    start = time.perf_counter()
+    try:
+        for _ in range(iterations):
+            network(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    spent["total"] = time.perf_counter() - start
+    return {name: seconds / iterations for name, seconds in spent.items()}
+
+
+def _decision_seconds(network: MultiCheXNet, detector: CheXDetector, image: torch.Tensor, iterations: int) -> float:
+    """Seconds per batch from the all-heads outputs to the findings: box decoding and selection
+    (``CheXDetector.predict``) and ``bundle.decisions.decide`` per image (thresholds, the lung recipe's mask
+    post-processing: holes, neck cut, the two largest components), at the model's size."""
+    size = tuple(image.shape[2:])
+    policy = replace(DecisionPolicy.default(NIH_FINDINGS, size),
+                     mask=MaskPostprocessing(fill_holes=True, neck_fraction=0.02, keep_largest=2))
+    out = network(image)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        found = detector.predict(out["det_cls"], out["det_box"], size)
+        for i in range(image.shape[0]):
+            decide(image_heads(out, i, found), policy, size)
+    return (time.perf_counter() - start) / iterations
+
+
+def _compare_heads(
+    network: MultiCheXNet, detector: CheXDetector, size: int, batch_size: int, iterations: int, rounds: int
+) -> dict:
+    """Encoder + cls vs all heads vs gated (one image of the batch through each gate), interleaved; the
+    per-module breakdown of an all-heads pass; the decision post-processing's time."""
+    image = torch.rand(batch_size, 1, size, size)
+    gates = network(image, ["det_gate", "seg_gate"])
+    # thresholds at each gate's highest probability in the batch: exactly one image passes each (random weights)
+    det_t, seg_t = (float(torch.sigmoid(gates[g][:, 0]).max()) for g in ("det_gate", "seg_gate"))
+    modes: dict[str, Callable] = {
+        "encoder_cls": lambda: network(image, ["cls"]),
+        "all_heads": lambda: network(image),
+        "gated": lambda: network.forward_gated(image, det_t, seg_t),
+    }
+    passed = network.forward_gated(image, det_t, seg_t)
+    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    for run in modes.values():
+        run()  # warm-up
+    for _ in range(rounds):
+        for mode, run in modes.items():
+            start = time.perf_counter()
+            for _ in range(iterations):
+                run()
+            seconds[mode].append((time.perf_counter() - start) / iterations)
+    per_batch = {mode: statistics.median(s) for mode, s in seconds.items()}
+    modules = _module_seconds(network, image, iterations)
+    total = modules.pop("total")
+    return {
+        "ms_per_batch": {mode: round(1000 * v, 1) for mode, v in per_batch.items()},
+        "ratio_to_encoder_cls": {mode: round(v / per_batch["encoder_cls"], 3) for mode, v in per_batch.items()},
+        "gated_in": {g: float(passed[f"{g}_gated_in"].float().mean()) for g in ("det", "seg")},
+        "module_ms_per_batch": {name: round(1000 * v, 1) for name, v in modules.items()},
+        "module_share_of_all_heads": {name: round(v / total, 3) for name, v in modules.items()},  # of that pass
+        "decisions_ms_per_batch": round(1000 * _decision_seconds(network, detector, image, iterations), 1),
+    }
+
+
+def benchmark_heads(
+    sizes: tuple[int, ...], batch_size: int, iterations: int, rounds: int, backbone: str, threads: int | None
+) -> list[dict]:
+    """One row per image size: the cost of the heads over the encoder (see the module docstring), on the CPU."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    detector = CheXDetector()
+    network = MultiCheXNet(backbone=backbone, num_anchors=detector.num_anchors).eval()
+    rows = []
+    with torch.inference_mode():
+        for size in sizes:
+            row = {"size": size, "backbone": backbone, "device": "cpu", "threads": torch.get_num_threads(),
+                   "batch_size": batch_size, **_compare_heads(network, detector, size, batch_size, iterations, rounds)}
+            rows.append(row)
+            print(json.dumps(row))
+    return rows
+
+
 def benchmark_tasks(
     sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, device: str
 ) -> list[dict]:
@@ -180,16 +288,19 @@ def benchmark(
     """Print one JSON row per image size (and write them all to ``output``).
 
     Args:
-        compare: ``tasks`` (multi-task vs three single-task models, on ``device``) or ``runtimes`` (eager vs
+        compare: ``tasks`` (multi-task vs three single-task models, on ``device``), ``runtimes`` (eager vs
             TorchScript vs ONNX Runtime, CPU, ``rounds`` interleaved timed blocks, ``threads`` intra-op threads
-            for PyTorch and ONNX Runtime alike, default PyTorch's).
+            for PyTorch and ONNX Runtime alike, default PyTorch's) or ``heads`` (the heads' cost over the
+            encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise).
     """
     if compare == "tasks":
         rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device)
     elif compare == "runtimes":
         rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads)
+    elif compare == "heads":
+        rows = benchmark_heads(sizes, batch_size, iterations, rounds, backbone, threads)
     else:
-        raise SystemExit(f"--compare must be 'tasks' or 'runtimes', got {compare!r}")
+        raise SystemExit(f"--compare must be 'tasks', 'runtimes' or 'heads', got {compare!r}")
     if output:
         Path(output).write_text(json.dumps(rows, indent=2))
 

@@ -46,6 +46,20 @@ def test_benchmark_compares_runtimes(tmp_path: Path) -> None:
     assert all(0.0 <= share <= 1.0 for share in row["gated"]["gated_in"].values())
 
 
+def test_benchmark_heads_breaks_the_pass_down_by_module(tmp_path: Path) -> None:
+    out = tmp_path / "heads.json"
+    result = _run("--compare", "heads", "--batch_size", "4", "--rounds", "1", "--backbone", "resnet18",
+                  "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    ratios, ms = row["ratio_to_encoder_cls"], row["module_ms_per_batch"]
+    assert ratios["encoder_cls"] == 1.0 and ratios["all_heads"] > 1.0  # the heads cost something
+    assert row["gated_in"] == {"det": 0.25, "seg": 0.25}  # one image of four through each gate
+    assert set(ms) >= {"encoder", "seg_head.decoder", "det_head.fpn", "det_head.cls_subnet", "det_head.box_subnet"}
+    assert all(v > 0 for v in ms.values()) and row["decisions_ms_per_batch"] > 0
+    assert 0.8 < sum(row["module_share_of_all_heads"].values()) <= 1.0  # the modules make up most of the pass
+
+
 def test_benchmark_rejects_unknown_comparison() -> None:
     result = _run("--compare", "backends")
-    assert result.returncode != 0 and "--compare must be 'tasks' or 'runtimes', got 'backends'" in result.stderr
+    assert result.returncode != 0 and "--compare must be 'tasks', 'runtimes' or 'heads', got 'backends'" in result.stderr
