@@ -35,14 +35,15 @@ log = logging.getLogger("bundle.data")
 
 def unlabelled_entries(
     path: str | Path, tasks: Sequence[str] = ("seg",), include_training: bool = True,
-    base_dir: str | Path | None = None,
+    base_dir: str | Path | None = None, allow_empty: bool = False,
 ) -> list[dict[str, Any]]:
     """``{"image", "patient_id"}`` of the datalist's ``unlabelled`` list (may be absent) and, with
     ``include_training``, of the training entries lacking a label of one of ``tasks``.
 
     Raises:
-        DatalistError: the datalist or an entry is malformed, nothing is unlabelled, or an unlabelled image's
-            patient is in the validation or testing split (it would leak into model selection or the test).
+        DatalistError: the datalist or an entry is malformed, nothing is unlabelled (unless ``allow_empty``), or
+            an unlabelled image's patient is in the validation or testing split (it would leak into model
+            selection or the test).
     """
     unknown = set(tasks) - set(TASK_LABEL_KEYS)
     if unknown:
@@ -54,7 +55,7 @@ def unlabelled_entries(
             e for e in entries_of(content, path, "training", base_dir, allow_empty=True)
             if any(not any(k in e for k in TASK_LABEL_KEYS[t]) for t in tasks)
         ]
-    if not found:
+    if not found and not allow_empty:
         raise DatalistError(
             f"{path}: no unlabelled image: add an '{UNLABELLED}' list (scripts/prepare.py unlabelled) or training "
             f"entries without {list(tasks)} labels"
@@ -65,8 +66,8 @@ def unlabelled_entries(
         for key in ("validation", "testing") if key in content
         for i, e in enumerate(entries_of(content, path, key, base_dir, allow_empty=True))
     ]
-    leaks = split_leaks(held_out + [(UNLABELLED, f"{UNLABELLED}[{i}]", patient_keys(e, source)) for i, e in enumerate(found)])
-    leaks = [leak for leak in leaks if f"{UNLABELLED}: " in leak]
+    unlabelled = [(UNLABELLED, f"{UNLABELLED}[{i}]", patient_keys(e, source)) for i, e in enumerate(found)]
+    leaks = [leak for leak in split_leaks(held_out + unlabelled) if f"{UNLABELLED}: " in leak]
     if leaks:
         raise DatalistError(f"{path}: unlabelled images of held-out patients: {leak_message(leaks)}")
     return [{"image": e["image"], "patient_id": str(e.get("patient_id", Path(e["image"]).stem))} for e in found]
