@@ -90,7 +90,8 @@ def test_dice(model: Path, datalist: Path, size: int) -> dict[str, Any]:
     net = package.network()
     net.load_state_dict(read_checkpoint(model)["model"])
     net.eval()
-    load, targets, resize = LoadCXRd(), PrepareTargetsd(package.network_args["num_classes"]), ResizeTargetsd([size, size])
+    load, resize = LoadCXRd(), ResizeTargetsd([size, size])
+    targets = PrepareTargetsd(package.network_args["num_classes"])
     entries = [e for e in read_datalist(datalist)["testing"] if "mask" in e]
     scores, patients = [], []
     for entry in entries:
@@ -130,11 +131,12 @@ class Experiment:
             todo = list(arms)
             if n == ablate_at:
                 if not encoder.is_file():
-                    wall = _run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-                                 str(["configs/train.json", "configs/ssl_pretrain.json"]), "--datalist_file", str(datalist),
-                                 "--ckpt_dir", str(encoder.parent), "--ssl_epochs", str(ssl_epochs), "--ssl_batch_size", "16",
-                                 "--network_def#backbone", "efficientnet-b0", "--output_dir", str(work_dir / "eval_ssl"),
-                                 "--resume", "False", *common], work_dir / "ssl.log")
+                    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                           str(["configs/train.json", "configs/ssl_pretrain.json"]), "--datalist_file", str(datalist),
+                           "--ckpt_dir", str(encoder.parent), "--ssl_epochs", str(ssl_epochs), "--ssl_batch_size", "16",
+                           "--network_def#backbone", "efficientnet-b0", "--output_dir", str(work_dir / "eval_ssl"),
+                           "--resume", "False", *common]
+                    wall = _run(cmd, work_dir / "ssl.log")
                     results.append({"arm": "contrastive pretraining", "labelled": None, "wall_s": round(wall)})
                 todo += [("semi, no bridge", SEMI, {"network_def#saliency_bridge": "False"}),
                          ("ssl + supervised", SUPERVISED, {"pretrained_encoder": str(encoder)}),

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bundle.detection import CheXDetector
 from bundle.networks import BridgeExportError, MultiCheXNet, input_saliency
 from bundle.packaging import ModelPackage, read_package, save_model
-from bundle.detection import CheXDetector
 from bundle.runtimes import load_backend
 
 

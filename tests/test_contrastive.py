@@ -85,7 +85,8 @@ def test_contrastive_ssl_pretrain_phase_trains_only_the_encoder_and_its_file_loa
 
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "train.json"))
-    parser.update({"network_def#backbone": "resnet18", "pretrained_encoder": str(path), "device": "$torch.device('cpu')"})
+    overrides = {"network_def#backbone": "resnet18", "pretrained_encoder": str(path), "device": "$torch.device('cpu')"}
+    parser.update(overrides)
     loaded = parser.get_parsed_content("network")
     assert all(torch.equal(v, loaded.encoder.state_dict()[k]) for k, v in net.encoder.state_dict().items())
     parser["pretrained_encoder"] = None

@@ -144,5 +144,6 @@ def two_views(
     """Two independent strong views ``image`` and ``image_view`` of one image (SimCLR)."""
     transforms: list[Any] = [_plain([WEAK_KEY]), CopyItemsd(WEAK_KEY, names=SECOND_VIEW_KEY)]
     for key in (WEAK_KEY, SECOND_VIEW_KEY):
-        transforms += [*geometric([key], flip_prob, rotate_degrees, scale, translate), *photometric(key, num_ops, cutout)]
+        transforms += geometric([key], flip_prob, rotate_degrees, scale, translate)
+        transforms += photometric(key, num_ops, cutout)
     return Compose([*transforms, _plain([WEAK_KEY, SECOND_VIEW_KEY])])

@@ -8,6 +8,6 @@ from .saliency_bridge import BridgeExportError, SaliencyBridge, input_saliency
 from .transfer import encoder_file, load_pretrained_encoder, transfer_network
 
 __all__ = [
-    "BACKBONE_CHANNELS", "BridgeExportError", "CheXCls", "CheXDet", "CheXEnc", "CheXSeg", "MultiCheXNet", "SaliencyBridge",
-    "TASKS", "encoder_file", "input_saliency", "load_pretrained_encoder", "transfer_network",
+    "BACKBONE_CHANNELS", "BridgeExportError", "CheXCls", "CheXDet", "CheXEnc", "CheXSeg", "MultiCheXNet",
+    "SaliencyBridge", "TASKS", "encoder_file", "input_saliency", "load_pretrained_encoder", "transfer_network",
 ]

@@ -97,7 +97,7 @@ class MultiCheXNet(nn.Module):
 
     @torch.jit.unused
     def _forward_bridged(self, image: torch.Tensor, tasks: Optional[List[str]]) -> Dict[str, torch.Tensor]:
-        """:meth:`forward` with the saliency bridge: the CheXCls logits the saliency came from are the ``cls`` output."""
+        """:meth:`forward` with the saliency bridge; ``cls`` is the logits the saliency came from."""
         features, cls, saliency = self._encode_bridged(image)
         out = self.forward_heads(image, features, [t for t in tasks or TASKS if t != "cls"], saliency)
         if tasks is None or "cls" in tasks:
@@ -133,7 +133,8 @@ class MultiCheXNet(nn.Module):
         batch = image.shape[0]
         seg_part: Optional[torch.Tensor] = None
         if bool(seg_in.any()):
-            seg_part = self._seg(image[seg_in], [f[seg_in] for f in features], None if saliency is None else saliency[seg_in])
+            kept = None if saliency is None else saliency[seg_in]
+            seg_part = self._seg(image[seg_in], [f[seg_in] for f in features], kept)
         det_cls: Optional[torch.Tensor] = None
         det_box: Optional[torch.Tensor] = None
         if bool(det_in.any()):

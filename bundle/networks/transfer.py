@@ -52,7 +52,8 @@ def load_pretrained_encoder(net: MultiCheXNet, path: str | Path | None) -> Multi
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: cannot read the pretrained encoder file ({' '.join(str(err).split())[:300]})") from err
+        reason = " ".join(str(err).split())[:300]
+        raise ValueError(f"{path}: cannot read the pretrained encoder file ({reason})") from err
     if not isinstance(state, Mapping) or any(key not in state for key in ENCODER_FILE_KEYS):
         found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
         raise ValueError(
