@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bundle.networks.saliency_bridge import refuse_export
+
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Pow: operator.pow}
 
 
@@ -105,6 +107,7 @@ def exportable(
     texts = {"metadata.json": json.dumps(parser.get()["_meta_"]), "inference.json": json.dumps(
         {k: v for k, v in parser.get().items() if k != "_meta_"})}
     network = parser.get_parsed_content("network_def")
+    refuse_export(network, f"export of {parser.get_parsed_content('model_file')}")
     network.load_state_dict(read_checkpoint(parser.get_parsed_content("model_file"))["model"])
     package = parser.get_parsed_content("model_package") or ModelPackage(
         network.init_args, parser.get_parsed_content("detector").init_args, parser.get_parsed_content("decision_policy")

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
+from bundle.networks.saliency_bridge import refuse_export
+
 #: Name of the graph input.
 INPUT_NAME: str = "image"
 #: Graph outputs, in order: the keys of ``MultiCheXNet.forward``.
@@ -57,6 +59,7 @@ def export_onnx(
     Raises:
         ValueError: ``metadata`` uses the reserved :data:`OPSET_KEY` or has a non-string key or value.
     """
+    refuse_export(network, f"ONNX export{f' to {filepath}' if filepath else ''}")
     props = dict(metadata or {})
     if OPSET_KEY in props:
         raise ValueError(f"metadata key {OPSET_KEY!r} is reserved for the exporter's opset; rename it")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from bundle.networks.multichexnet import NEGATIVE_LOGIT
+from bundle.networks.saliency_bridge import refuse_export
 from bundle.packaging import EXTRA_FILE, ModelPackage
 
 #: Names accepted by :func:`load_backend`.
@@ -166,12 +167,15 @@ def load_backend(
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{path}: TorchScript model not found; export one with {TORCHSCRIPT_EXPORT}")
             return TorchBackend(torch.jit.load(str(path), map_location=device), name)
+        refuse_export(network, "torchscript backend")
         return TorchBackend(torch.jit.script(network.eval()), name)
     if path is not None:
         return OnnxRuntimeBackend(path, threads)
     if importlib.util.find_spec("onnxscript") is None:
         raise ImportError(f"exporting to ONNX needs onnx and onnxscript: {_ONNX_HINT}")
     from bundle.onnx_export import export_onnx
+
+    refuse_export(network, "onnxruntime backend")
 
     return OnnxRuntimeBackend(export_onnx(copy.deepcopy(network).cpu()).SerializeToString(), threads)
 

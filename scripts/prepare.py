@@ -24,9 +24,10 @@ import fire
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.data import lung_sources, sources  # noqa: E402
-from bundle.data.check import split_report, split_rows  # noqa: E402
+from bundle.data.check import split_report, split_rows, unlabelled_report  # noqa: E402
 from bundle.data.datalist import DatalistError, read_datalist  # noqa: E402
 from bundle.data.labels import NIH_FINDINGS  # noqa: E402
+from bundle.data.unlabelled import UNLABELLED  # noqa: E402
 from bundle.data.splits import (  # noqa: E402
     SPLITS, fixed_splits, leak_message, patient_keys, split_by_patient, split_leaks, split_with_test_list,
 )
@@ -66,6 +67,22 @@ def _reference_splits(split_like: Any, to_nih: dict[str, str]) -> dict[Any, str]
     if leaks:
         raise SystemExit(f"{', '.join(paths)}: {leak_message(leaks)}")
     return {key: split for split, _, keys in rows for key in keys}
+
+
+def held_out_free(
+    unlabelled: list[dict[str, Any]], content: dict[str, Any], source: str, where: str
+) -> list[dict[str, Any]]:
+    """``unlabelled`` without the images of patients in ``content``'s validation or testing split (printed)."""
+    held = {key for name in ("validation", "testing") for e in content.get(name, []) for key in patient_keys(e, source)}
+    kept = [e for e in unlabelled if not patient_keys(e, source) & held]
+    if len(kept) < len(unlabelled):
+        print(f"{where}: left out {len(unlabelled) - len(kept)} unlabelled image(s) of validation/testing patients")
+    return kept
+
+
+def relative_unlabelled(entries: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
+    """Unlabelled entries with image paths relative to ``folder``."""
+    return [{**e, "image": os.path.relpath(e["image"], folder)} for e in entries]
 
 
 def write_datalist(
@@ -111,8 +128,14 @@ def write_datalist(
             if key in entry:
                 entry[key] = os.path.relpath(entry[key], out.parent)
     content = {"source": source, "seed": seed, "box_classes": box_classes, "skipped": result.skipped, **splits}
+    if result.unlabelled:
+        absolute = {k: [{**e, "image": str(out.parent / e["image"])} for e in v] for k, v in splits.items()}
+        kept = held_out_free(result.unlabelled, absolute, source, source)
+        content[UNLABELLED] = relative_unlabelled(kept, out.parent)
     out.write_text(json.dumps(content, indent=1))
     print(f"wrote {out}\n{summarise(splits, box_classes, result.skipped)}")
+    if result.unlabelled:
+        print(f"{UNLABELLED}: {len(content[UNLABELLED])} images")
     return splits
 
 
@@ -126,14 +149,16 @@ class Prepare:
         rsna_labels: str | None = None, rsna_map: str | None = None, train_val_list: str | None = None,
         test_list: str | None = None, views: Any = "PA,AP", fractions: Any = "0.8,0.1,0.1", seed: int = 0,
         merge_box_classes: str | None = None, on_missing: str = "error", split_like: Any = None,
+        unlabelled: bool = False,
     ) -> None:
         """NIH ChestX-ray14 (+ NIH boxes, + RSNA boxes through a patientId-to-Image-Index map).
 
         With ``test_list`` (official test_list.txt) those images are the test split and the rest is split by
         patient into training/validation; ``train_val_list`` then restricts the rest to the images it names.
+        ``unlabelled``: images under ``images_dir`` without a kept label row go to the ``unlabelled`` list.
         """
         result = sources.nih(data_entry, images_dir, bbox_list, rsna_labels, rsna_map, _as_list(views),
-                             on_missing=on_missing)
+                             on_missing=on_missing, unlabelled=unlabelled)
         if train_val_list:
             allowed = set(Path(train_val_list).read_text().split())
             if test_list:
@@ -169,10 +194,13 @@ class Prepare:
     def covid(
         self, metadata_csv: str, output: str, images_dir: str | None = None, masks_dir: str | None = None,
         views: Any = "PA,AP", fractions: Any = "0.8,0.1,0.1", seed: int = 0, on_missing: str = "error",
-        split_like: Any = None,
+        split_like: Any = None, unlabelled: bool = False,
     ) -> None:
-        """COVID-19 image data collection (metadata.csv), X-rays of the given views, optional lung masks."""
-        result = sources.covid(metadata_csv, images_dir, masks_dir, _as_list(views), on_missing)
+        """COVID-19 image data collection (metadata.csv), X-rays of the given views, optional lung masks.
+
+        Training entries without a mask are unlabelled for segmentation; ``unlabelled`` also lists the images
+        under ``images_dir`` that no kept metadata row describes in the ``unlabelled`` list."""
+        result = sources.covid(metadata_csv, images_dir, masks_dir, _as_list(views), on_missing, unlabelled)
         write_datalist(result, output, "covid", fractions, seed, split_like=split_like)
 
     def jsrt(
@@ -211,6 +239,40 @@ class Prepare:
         """Any folder of images, masks matched by file stem, patient id from a regex on the stem."""
         result = sources.folder(images_dir, masks_dir, patient_pattern)
         write_datalist(result, output, "folder", fractions, seed, split_like=split_like)
+
+    def unlabelled(
+        self, source: str, output: str, column: str = "image", patient_pattern: str | None = None, check: bool = True,
+    ) -> None:
+        """Unlabelled images from a folder (recursive) or a CSV's ``column`` (paths relative to the CSV), written
+        as the ``unlabelled`` list of ``output``: added to that datalist when it exists (replacing its list;
+        images of its validation/testing patients are left out), else a new datalist holding only that list.
+
+        ``check`` decodes every image with the readers of labelled data (DICOM, PNG, JPEG, ...); unreadable ones
+        are printed, one line each with the file and the problem, and left out.
+        """
+        try:
+            entries = sources.unlabelled(source, column, patient_pattern).unlabelled
+        except sources.SourceError as err:
+            raise SystemExit(str(err)) from None
+        if check:
+            entries, report = unlabelled_report(entries)
+            if report:
+                print(f"left out {len(report)} unreadable image(s):\n" + "\n".join(report))
+            if not entries:
+                raise SystemExit(f"{source}: no readable image")
+        out = Path(output).resolve()
+        content: dict[str, Any] = {"source": "unlabelled"}
+        if out.is_file():
+            try:
+                content = read_datalist(out)
+            except DatalistError as err:
+                raise SystemExit(str(err)) from None
+            absolute = {k: [{**e, "image": str(out.parent / e["image"])} for e in content.get(k, [])] for k in SPLITS}
+            entries = held_out_free(entries, absolute, str(content.get("source", "")), str(out))
+        content[UNLABELLED] = relative_unlabelled(entries, out.parent)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(content, indent=1))
+        print(f"wrote {out}: {len(entries)} unlabelled images")
 
     def validate(
         self, datalist: str, num_classes: int = len(NIH_FINDINGS), with_datalists: Any = (), mappings: Any = (),

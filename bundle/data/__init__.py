@@ -10,10 +10,19 @@ from .readers import CXRDicomReader, ImageReadError, LoadCXRd, is_dicom_file, lo
 from .rle import RLEError, rle_decode, rle_encode
 from .splits import split_by_patient
 from .synthetic import demo_inputs, make_demo_dataset
-from .transforms import LabelError, PrepareTargetsd, ResizeTargetsd, check_spatial_size
+from .transforms import LabelError, PrepareTargetsd, ResizeImaged, ResizeTargetsd, check_spatial_size
+from .unlabelled import EndlessBatches, UnlabelledDataset, unlabelled_entries, unlabelled_loader
+from .views import two_views, weak_strong_views
 
 __all__ = [
     "CXRDicomReader",
+    "EndlessBatches",
+    "ResizeImaged",
+    "UnlabelledDataset",
+    "two_views",
+    "unlabelled_entries",
+    "unlabelled_loader",
+    "weak_strong_views",
     "DatalistError",
     "ImageReadError",
     "LoadCXRd",

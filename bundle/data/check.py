@@ -32,6 +32,17 @@ def entry_problems(entry: dict[str, Any], num_classes: int = len(NIH_FINDINGS)) 
     return PrepareTargetsd(num_classes).problems(loaded)
 
 
+def unlabelled_report(entries: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The unlabelled entries whose image decodes (read as labelled images are), and one line per bad one."""
+    good, report = [], []
+    for index, entry in enumerate(entries):
+        problems = entry_problems(entry)
+        report.extend(f"unlabelled[{index}] {entry['image']}: {problem}" for problem in problems)
+        if not problems:
+            good.append(entry)
+    return good, report
+
+
 def split_report(
     path: str | Path,
     key: str,

@@ -8,15 +8,19 @@ from typing import Any
 import torch
 from monai.data import list_data_collate
 
+from .views import SECOND_VIEW_KEY, STRONG_KEY
+
 #: Keys whose per-sample tensors differ in length (boxes per image).
 LIST_KEYS: tuple[str, ...] = ("boxes", "box_labels")
-#: Keys of the sample format that are batched; others (strings, ids) are kept as lists.
-TENSOR_KEYS: tuple[str, ...] = ("image", "mask", "cls", "cls_known")
+#: Keys of the sample format that are batched (with the augmented views of :mod:`bundle.data.views`); others
+#: (strings, ids) are kept as lists.
+TENSOR_KEYS: tuple[str, ...] = ("image", "mask", "cls", "cls_known", STRONG_KEY, SECOND_VIEW_KEY)
 FLAG_KEYS: tuple[str, ...] = ("has_cls", "has_det", "has_seg")
 
 
 def multitask_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Collate samples of the format of :mod:`bundle.data.transforms` (or images alone, for inference)."""
+    """Collate samples of the format of :mod:`bundle.data.transforms` (or images and their views alone: inference,
+    unlabelled batches)."""
     first = samples[0]
     stacked = [k for k in TENSOR_KEYS if k in first]
     batch: dict[str, Any] = dict(list_data_collate([{k: s[k] for k in stacked} for s in samples]))

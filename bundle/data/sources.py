@@ -47,10 +47,12 @@ class SourceError(ValueError):
 
 @dataclass
 class SourceResult:
-    """Entries read from a source, and the images left out (with ``on_missing='skip'``), each with its reason."""
+    """Entries read from a source, the images left out (with ``on_missing='skip'``), each with its reason, and
+    images without labels (the datalist's ``unlabelled`` list)."""
 
     entries: list[dict[str, Any]]
     skipped: list[str] = field(default_factory=list)
+    unlabelled: list[dict[str, Any]] = field(default_factory=list)
 
 
 def open_text(path: str | Path) -> io.TextIOBase:
@@ -120,6 +122,41 @@ def stem(path: str | Path) -> str:
     """File name without its image suffix (``.nii.gz`` counts as one)."""
     name = Path(path).name
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
+
+
+def unlabelled_entry(path: Path, patient_pattern: str | None = None) -> dict[str, Any]:
+    """An ``unlabelled`` entry: the image and its patient (the NIH patient of an NIH file name, else the first
+    group of ``patient_pattern`` on the stem, else the stem)."""
+    patient = nih_patient(path.name)
+    if patient is None and patient_pattern:
+        match = re.search(patient_pattern, stem(path))
+        if not match:
+            raise SourceError(f"{path}: patient_pattern {patient_pattern!r} does not match the file name")
+        patient = match.group(1) if match.groups() else match.group(0)
+    return {"image": str(path), "patient_id": patient or stem(path)}
+
+
+def unreferenced(index: ImageIndex, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Unlabelled entries of the images under ``index`` that no entry of ``entries`` uses."""
+    used = {str(e["image"]) for e in entries}
+    return [unlabelled_entry(path) for _, path in sorted(index.by_name.items()) if str(path) not in used]
+
+
+def unlabelled(source: str | Path, column: str = "image", patient_pattern: str | None = None) -> SourceResult:
+    """Unlabelled images: every image file under a folder (recursively), or the ``column`` of a CSV (paths
+    relative to the CSV's folder). Files are not decoded here (``scripts/prepare.py unlabelled`` checks them)."""
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(ImageIndex(source).by_name.values())
+    elif source.is_file():
+        header, rows = read_csv(source, [column])
+        col = header.index(column)
+        paths = [(source.parent / row[col].strip()).resolve() for row in rows if len(row) > col and row[col].strip()]
+    else:
+        raise SourceError(f"{source}: neither a folder of images nor a CSV file")
+    if not paths:
+        raise SourceError(f"{source}: no image found")
+    return SourceResult([], unlabelled=[unlabelled_entry(path, patient_pattern) for path in paths])
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -255,11 +292,13 @@ def nih(
     views: Sequence[str] = ("PA", "AP"),
     box_space: float = 1024.0,
     on_missing: OnMissing = "error",
+    unlabelled: bool = False,
 ) -> SourceResult:
     """NIH ChestX-ray14 from ``Data_Entry_2017.csv``: 14-finding vectors, NIH boxes, and RSNA boxes via a map.
 
     ``bbox_list`` adds NIH boxes (finding names as classes); ``rsna_labels`` + ``rsna_map`` (RSNA patientId to
     NIH ``Image Index``) add RSNA "opacity" boxes. Both are in a ``box_space`` frame, scaled to each image.
+    With ``unlabelled``, the images under ``images_dir`` that no kept row labels become unlabelled entries.
     """
     header, rows = read_csv(data_entry, ["Image Index", "Finding Labels", "Patient ID", "View Position"])
     col = {name: header.index(name) for name in ("Image Index", "Finding Labels", "Patient ID", "View Position")}
@@ -287,7 +326,9 @@ def nih(
             entry["boxes"] = scale_boxes([box for box, _ in labelled], path, box_space)
             entry["box_labels"] = [label for _, label in labelled]
         entries.append(entry)
-    return index.result(entries, data_entry)
+    result = index.result(entries, data_entry)
+    result.unlabelled = unreferenced(index, entries) if unlabelled else []
+    return result
 
 
 def rsna(
@@ -376,11 +417,13 @@ def covid(
     masks_dir: str | Path | None = None,
     views: Sequence[str] = ("PA", "AP"),
     on_missing: OnMissing = "error",
+    unlabelled: bool = False,
 ) -> SourceResult:
     """COVID-19 image data collection: X-rays whose view starts with one of ``views`` ("AP Supine" is AP).
 
     ``cls`` grades only Pneumonia (:func:`covid_pneumonia`); the raw ``finding`` is kept. A lung mask with the
-    image's stem in ``masks_dir`` becomes ``mask``.
+    image's stem in ``masks_dir`` becomes ``mask`` (entries without one are unlabelled for segmentation). With
+    ``unlabelled``, the images under ``images_dir`` that no kept row describes become unlabelled entries.
     """
     header, rows = read_csv(metadata_csv, ["patientid", "finding", "view", "modality", "filename"])
     col = {name: header.index(name) for name in ("patientid", "finding", "view", "modality", "filename")}
@@ -403,7 +446,9 @@ def covid(
         if stem(path) in masks:
             entry["mask"] = str(masks[stem(path)])
         entries.append(entry)
-    return index.result(entries, metadata_csv)
+    result = index.result(entries, metadata_csv)
+    result.unlabelled = unreferenced(index, entries) if unlabelled else []
+    return result
 
 
 def folder(

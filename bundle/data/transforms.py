@@ -138,12 +138,32 @@ class ResizeTargetsd(MapTransform):
         old = tuple(int(s) for s in image.shape[1:])
         if old == self.spatial_size:
             return d
-        mode = "area" if all(o >= n for o, n in zip(old, self.spatial_size)) else "bilinear"
-        kwargs = {} if mode == "area" else {"align_corners": False}
-        d["image"] = F.interpolate(torch.as_tensor(image)[None].float(), self.spatial_size, mode=mode, **kwargs)[0]
+        d["image"] = resize_image(image, self.spatial_size)
         d["mask"] = F.interpolate(d["mask"][None], self.spatial_size, mode="nearest")[0]
         scale = torch.tensor([n / o for n, o in zip(self.spatial_size, old)] * 2, dtype=torch.float32)
         d["boxes"] = d["boxes"] * scale
+        return d
+
+
+def resize_image(image: Any, spatial_size: tuple[int, ...]) -> torch.Tensor:
+    """A (C, W, H) image resized to ``spatial_size``: area averaging when shrinking, bilinear otherwise."""
+    old = tuple(int(s) for s in image.shape[1:])
+    mode = "area" if all(o >= n for o, n in zip(old, spatial_size)) else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    return F.interpolate(torch.as_tensor(image)[None].float(), spatial_size, mode=mode, **kwargs)[0]
+
+
+class ResizeImaged(MapTransform):
+    """Resize ``image`` alone (an unlabelled sample) as :class:`ResizeTargetsd` does."""
+
+    def __init__(self, spatial_size: Sequence[int]) -> None:
+        super().__init__(keys=["image"])
+        self.spatial_size = check_spatial_size(spatial_size)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if tuple(int(s) for s in d["image"].shape[1:]) != self.spatial_size:
+            d["image"] = resize_image(d["image"], self.spatial_size)
         return d
 
 

@@ -124,3 +124,10 @@ def as_phases(phases: Phases) -> list[Phase]:
 def total_epochs(phases: Phases) -> int:
     """Total epochs of ``phases``, the trainer's ``max_epochs``."""
     return sum(p.epochs for p in as_phases(phases))
+
+
+def ssl_pretrain(data: Iterable, epochs: int, part: str = "contrastive", lr: float | None = None) -> Phase:
+    """The contrastive pretraining phase: no head runs (``tasks: []``, so the network's forward does nothing),
+    only the training part ``part`` (:class:`~bundle.engines.contrastive.ContrastivePretraining`) trains the
+    encoder on ``data``, batches of two views per image (:func:`bundle.data.two_views`)."""
+    return Phase(name="ssl_pretrain", data=data, epochs=epochs, tasks=[], parts=[part], lr=lr)

@@ -10,6 +10,7 @@ from torch import nn
 from .det_head import CheXDet
 from .encoder import CheXEnc
 from .heads import CheXCls, CheXSeg
+from .saliency_bridge import SaliencyBridge, input_saliency
 
 #: Output keys: classification logits, mask logits, box logits and regressions, positive-case gate logits.
 TASKS: tuple[str, ...] = ("cls", "seg", "det", "det_gate", "seg_gate")
@@ -47,6 +48,10 @@ class MultiCheXNet(nn.Module):
         seg_channels: CheXSeg decoder channels, coarse to fine.
         det_levels: encoder levels feeding CheXDet's FPN.
         fpn_channels: CheXDet's pyramid width.
+        saliency_bridge: feed CheXCls's input-gradient saliency and the image into CheXSeg's coarsest stage
+            (:mod:`bundle.networks.saliency_bridge`; eager only, export refuses it).
+
+    ``tasks=[]`` runs nothing (not even the encoder) and returns an empty dict.
     """
 
     __jit_ignored_attributes__ = ["init_args"]
@@ -62,12 +67,14 @@ class MultiCheXNet(nn.Module):
         seg_channels: tuple[int, ...] = (128, 64, 32, 16, 8),
         det_levels: tuple[int, ...] = (2, 3, 4),
         fpn_channels: int = 64,
+        saliency_bridge: bool = False,
     ) -> None:
         super().__init__()
         self.init_args = {
             "backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
             "num_det_classes": num_det_classes, "num_anchors": num_anchors, "cls_hidden": cls_hidden,
             "seg_channels": list(seg_channels), "det_levels": list(det_levels), "fpn_channels": fpn_channels,
+            "saliency_bridge": saliency_bridge,
         }
         self.encoder = CheXEnc(backbone, in_channels)
         channels = self.encoder.out_channels
@@ -76,12 +83,36 @@ class MultiCheXNet(nn.Module):
         self.det_head = CheXDet(channels, num_anchors, num_det_classes, tuple(det_levels), fpn_channels)
         self.det_gate = CheXCls(channels[-1], 1, cls_hidden)
         self.seg_gate = CheXCls(channels[-1], 1, cls_hidden)
+        self.bridge = SaliencyBridge(in_channels, channels[-1]) if saliency_bridge else None
         self.negative_logit = NEGATIVE_LOGIT
 
     def forward(self, image: torch.Tensor, tasks: Optional[List[str]] = None) -> Dict[str, torch.Tensor]:
         if image.dim() != 4 or image.shape[-1] % 32 != 0 or image.shape[-2] % 32 != 0:
             raise ValueError(f"MultiCheXNet expects (B, C, H, W) with H and W multiples of 32, got {image.shape}")
+        if tasks is not None and len(tasks) == 0:
+            return {}
+        if self.bridge is not None and (tasks is None or "seg" in tasks):
+            return self._forward_bridged(image, tasks)
         return self.forward_heads(image, self.encoder(image), tasks)
+
+    @torch.jit.unused
+    def _forward_bridged(self, image: torch.Tensor, tasks: Optional[List[str]]) -> Dict[str, torch.Tensor]:
+        """:meth:`forward` with the saliency bridge; ``cls`` is the logits the saliency came from."""
+        features, cls, saliency = self._encode_bridged(image)
+        out = self.forward_heads(image, features, [t for t in tasks or TASKS if t != "cls"], saliency)
+        if tasks is None or "cls" in tasks:
+            out["cls"] = cls
+        return out
+
+    @torch.jit.unused
+    def _encode_bridged(self, image: torch.Tensor) -> tuple[List[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Encoder features, CheXCls logits and their input saliency (B, 1, H, W) from one encoder pass."""
+        with torch.enable_grad():
+            source = image if image.requires_grad else image.detach().requires_grad_()
+            features = self.encoder(source)
+            cls = self.cls_head(features[-1])
+            saliency = input_saliency(cls, source, create_graph=self.training)
+        return features, cls, saliency
 
     @torch.jit.export
     def forward_gated(
@@ -91,14 +122,19 @@ class MultiCheXNet(nn.Module):
         whose gate probability reaches its threshold; the others get :data:`NEGATIVE_LOGIT` logits (an empty mask,
         no boxes) and zero box regressions. Adds ``det_gated_in`` and ``seg_gated_in`` (B,) booleans.
         """
-        features = self.encoder(image)
+        saliency: Optional[torch.Tensor] = None
+        if self.bridge is not None:
+            features, cls, saliency = self._encode_bridged(image)
+        else:
+            features = self.encoder(image)
         out = self.forward_heads(image, features, ["cls", "det_gate", "seg_gate"])
         det_in = torch.sigmoid(out["det_gate"][:, 0]) >= det_threshold
         seg_in = torch.sigmoid(out["seg_gate"][:, 0]) >= seg_threshold
         batch = image.shape[0]
         seg_part: Optional[torch.Tensor] = None
         if bool(seg_in.any()):
-            seg_part = self.seg_head(image[seg_in], [f[seg_in] for f in features])
+            kept = None if saliency is None else saliency[seg_in]
+            seg_part = self._seg(image[seg_in], [f[seg_in] for f in features], kept)
         det_cls: Optional[torch.Tensor] = None
         det_box: Optional[torch.Tensor] = None
         if bool(det_in.any()):
@@ -114,10 +150,19 @@ class MultiCheXNet(nn.Module):
         out["seg_gated_in"] = seg_in
         return out
 
+    def _seg(self, image: torch.Tensor, features: List[torch.Tensor], saliency: Optional[torch.Tensor]) -> torch.Tensor:
+        """CheXSeg's mask logits, its deepest input joined with ``saliency`` through the bridge when there is one."""
+        bridge = self.bridge
+        if bridge is not None and saliency is not None:
+            features = features[:-1] + [bridge(image, saliency, features[-1])]
+        return self.seg_head(image, features)
+
     def forward_heads(
-        self, image: torch.Tensor, features: List[torch.Tensor], tasks: Optional[List[str]] = None
+        self, image: torch.Tensor, features: List[torch.Tensor], tasks: Optional[List[str]] = None,
+        saliency: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
-        """Run the requested heads on already computed encoder ``features`` (no encoder pass)."""
+        """Run the requested heads on already computed encoder ``features`` (no encoder pass); ``saliency``
+        (B, 1, H, W) feeds the saliency bridge, if the network has one."""
         out: Dict[str, torch.Tensor] = {}
         deepest = features[-1]
         if tasks is None or "cls" in tasks:
@@ -127,7 +172,7 @@ class MultiCheXNet(nn.Module):
         if tasks is None or "seg_gate" in tasks:
             out["seg_gate"] = self.seg_gate(deepest)
         if tasks is None or "seg" in tasks:
-            out["seg"] = self.seg_head(image, features)
+            out["seg"] = self._seg(image, features, saliency)
         if tasks is None or "det" in tasks:
             det_cls, det_box = self.det_head(features)
             out["det_cls"] = det_cls
