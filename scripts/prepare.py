@@ -23,9 +23,9 @@ import fire
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundle.data import lung_sources, sources  # noqa: E402
+from bundle.data import gaze_sources, lung_sources, sources  # noqa: E402
 from bundle.data.check import split_report, split_rows, unlabelled_report  # noqa: E402
-from bundle.data.datalist import DatalistError, read_datalist  # noqa: E402
+from bundle.data.datalist import PATH_KEYS, DatalistError, read_datalist  # noqa: E402
 from bundle.data.labels import NIH_FINDINGS  # noqa: E402
 from bundle.data.unlabelled import UNLABELLED  # noqa: E402
 from bundle.data.splits import (  # noqa: E402
@@ -47,16 +47,23 @@ def summarise(splits: dict[str, list[dict[str, Any]]], box_classes: list[str], s
         positives = Counter(NIH_FINDINGS[i] for e in entries for i, v in enumerate(e.get("cls", [])) if v == 1)
         boxes = Counter(box_classes[c] for e in entries for c in e.get("box_labels", []))
         masks = sum("mask" in e or "mask_rle" in e for e in entries)
+        gaze = sum("saliency" in e for e in entries)
         lines.append(
             f"{name}: {len(entries)} images, {len({e['patient_id'] for e in entries})} patients, "
             f"{sum('cls' in e for e in entries)} with findings, {sum('boxes' in e for e in entries)} box-annotated "
-            f"({dict(boxes) or 0} boxes), {masks} masks"
+            f"({dict(boxes) or 0} boxes), {masks} masks" + (f", {gaze} gaze maps" if gaze else "")
         )
         if positives:
             lines.append("  positives: " + ", ".join(f"{k} {v}" for k, v in sorted(positives.items())))
     if skipped:
-        lines.append(f"skipped {len(skipped)} (image missing), e.g. {skipped[:3]}")
+        lines.append(f"skipped {len(skipped)}, e.g. {skipped[:3]}")
     return "\n".join(lines)
+
+
+def _dropped(result: gaze_sources.GazeResult) -> str:
+    """One line: the fixations and readings a gaze reader dropped, by reason."""
+    counts = ", ".join(f"{count} {reason}" for reason, count in sorted(result.dropped.items()) if count)
+    return f"dropped: {counts or 'nothing'}"
 
 
 def _reference_splits(split_like: Any, to_nih: dict[str, str]) -> dict[Any, str]:
@@ -124,7 +131,7 @@ def write_datalist(
     out = Path(output).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     for entry in entries:
-        for key in ("image", "mask"):
+        for key in PATH_KEYS:
             if key in entry:
                 entry[key] = os.path.relpath(entry[key], out.parent)
     content = {"source": source, "seed": seed, "box_classes": box_classes, "skipped": result.skipped, **splits}
@@ -231,6 +238,38 @@ class Prepare:
         unlabelled (the lung recipe trains on the masked ones)."""
         result = lung_sources.shenzhen(images_dir, masks_dir)
         write_datalist(result, output, "shenzhen", fractions, seed, split_like=split_like)
+
+    def egd(
+        self, master_sheet: str, fixations_csv: str, images_dir: str, output: str, converted_dir: str | None = None,
+        sigma_degrees: float = gaze_sources.SIGMA_DEGREES,
+        screen_pixels_per_degree: float = gaze_sources.EGD_SCREEN_PIXELS_PER_DEGREE,
+        map_size: int | None = gaze_sources.MAP_SIZE, map_format: str = "png", fractions: Any = "0.8,0.1,0.1",
+        seed: int = 0, on_missing: str = "error", split_like: Any = None,
+    ) -> None:
+        """EGD-CXR (PhysioNet egd-cxr): master_sheet.csv and fixations.csv (or eye_gaze.csv) with the MIMIC-CXR
+        DICOMs found by dicom_id under ``images_dir``; gaze maps and fixations written to ``converted_dir``
+        (default: ``<output stem>_files`` next to ``output``). EGD gives no angular resolution:
+        ``screen_pixels_per_degree`` is an assumption (docs/data.md)."""
+        converted = converted_dir or Path(output).with_suffix("").as_posix() + "_files"
+        result = gaze_sources.egd(master_sheet, fixations_csv, images_dir, converted, sigma_degrees,
+                                  screen_pixels_per_degree, map_size, map_format, on_missing)
+        write_datalist(result, output, "egd", fractions, seed, split_like=split_like)
+        print(_dropped(result))
+
+    def reflacx(
+        self, main_data: str, images_dir: str, output: str, converted_dir: str | None = None,
+        sigma_degrees: float = gaze_sources.SIGMA_DEGREES, map_size: int | None = gaze_sources.MAP_SIZE,
+        map_format: str = "png", fractions: Any = "0.8,0.1,0.1", seed: int = 0, on_missing: str = "error",
+        split_like: Any = None,
+    ) -> None:
+        """REFLACX (PhysioNet reflacx-xray-localization): its ``main_data`` folder (metadata_phase_<n>.csv and one
+        folder of fixations.csv per reading) with the MIMIC-CXR DICOMs found by dicom_id under ``images_dir``; one
+        gaze map per image (its readings pooled) written to ``converted_dir`` (default: ``<output stem>_files``)."""
+        converted = converted_dir or Path(output).with_suffix("").as_posix() + "_files"
+        result = gaze_sources.reflacx(main_data, images_dir, converted, sigma_degrees, map_size, map_format,
+                                      on_missing)
+        write_datalist(result, output, "reflacx", fractions, seed, split_like=split_like)
+        print(_dropped(result))
 
     def folder(
         self, images_dir: str, output: str, masks_dir: str | None = None, patient_pattern: str | None = None,

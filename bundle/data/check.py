@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .datalist import DatalistError, entries_of, read_datalist, resolve_paths, split_list, structure_problems
+from .gaze import SaliencyMapError, load_saliency_map
 from .labels import NIH_FINDINGS
 from .readers import ImageReadError, LoadCXRd
 from .rle import RLEError
@@ -22,14 +23,21 @@ log = logging.getLogger("bundle.data")
 
 
 def entry_problems(entry: dict[str, Any], num_classes: int = len(NIH_FINDINGS)) -> list[str]:
-    """Every problem of one entry: image/mask missing or undecodable, mask size, boxes outside, bad labels."""
+    """Every problem of one entry: image/mask missing or undecodable, mask size, boxes outside, bad labels, an
+    unusable saliency map (:func:`bundle.data.gaze.load_saliency_map`)."""
     try:
         loaded = LoadCXRd()(entry)
     except ImageReadError as err:
         return [str(err)]
     except RLEError as err:
         return [f"'mask_rle': {err}"]
-    return PrepareTargetsd(num_classes).problems(loaded)
+    problems = PrepareTargetsd(num_classes).problems(loaded)
+    if "saliency" in entry:
+        try:
+            load_saliency_map(entry["saliency"])
+        except SaliencyMapError as err:
+            problems.append(f"'saliency': {err}")
+    return problems
 
 
 def unlabelled_report(entries: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:

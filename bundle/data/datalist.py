@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 #: Entry keys holding file paths, resolved against the datalist's folder (or ``base_dir``).
-PATH_KEYS: tuple[str, ...] = ("image", "mask")
+PATH_KEYS: tuple[str, ...] = ("image", "mask", "saliency", "fixations")
 #: What to do about a datalist that is broken as a whole.
 REWRITE = "fix it, or write the datalist with scripts/prepare.py"
 
@@ -75,9 +75,9 @@ def split_list(content: dict[str, Any], path: str | Path, key: str, allow_empty:
 
 
 def structure_problems(raw: Any) -> list[str]:
-    """Type problems of one raw entry, each naming its field: an object with an ``image`` path; ``mask`` a path;
-    ``mask_rle`` a list of strings; ``patient_id`` a non-empty string or an integer. Label values are checked
-    after loading (:meth:`bundle.data.transforms.PrepareTargetsd.problems`)."""
+    """Type problems of one raw entry, each naming its field: an object with an ``image`` path; ``mask``,
+    ``saliency`` and ``fixations`` paths; ``mask_rle`` a list of strings; ``patient_id`` a non-empty string or an
+    integer. Label values are checked after loading (:meth:`bundle.data.transforms.PrepareTargetsd.problems`)."""
     if not isinstance(raw, dict):
         return [f"must be an object like {{\"image\": \"a.png\", \"patient_id\": \"1\"}}, got a JSON {json_kind(raw)}"]
     problems = []
