@@ -241,7 +241,7 @@ def egd(
         entry["source_labels"] = {name: value for name, value in labels.items() if value is not None}
         entries.append(entry)
     result = index.result(entries, master_sheet)
-    return GazeResult(result.entries, result.skipped + skipped, dropped)
+    return GazeResult(result.entries, result.skipped + skipped, dropped=dropped)
 
 
 def read_reflacx_fixations(path: Path, sigma_degrees: float = SIGMA_DEGREES) -> Fixations:
@@ -379,4 +379,4 @@ def reflacx(
         entry["source_labels"] = _mean_labels(image.labels)
         entries.append(entry)
     result = index.result(entries, main_data)
-    return GazeResult(result.entries, result.skipped + skipped, dropped)
+    return GazeResult(result.entries, result.skipped + skipped, dropped=dropped)
