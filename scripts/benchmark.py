@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import fire
 import torch
@@ -232,19 +233,22 @@ def _compare_heads(
 
 
 def benchmark_heads(
-    sizes: tuple[int, ...], batch_size: int, iterations: int, rounds: int, backbone: str, threads: int | None
+    sizes: tuple[int, ...], batch_size: int, iterations: int, rounds: int, backbone: str, threads: int | None,
+    network_args: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """One row per image size: the cost of the heads over the encoder (see the module docstring), on the CPU."""
+    """One row per image size: the cost of the heads over the encoder (see the module docstring), on the CPU;
+    ``network_args`` are further MultiCheXNet arguments (e.g. ``{"seg_output_stride": 2}``)."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     detector = CheXDetector()
-    network = MultiCheXNet(backbone=backbone, num_anchors=detector.num_anchors).eval()
+    network = MultiCheXNet(backbone=backbone, num_anchors=detector.num_anchors, **(network_args or {})).eval()
     rows = []
     with torch.inference_mode():
         for size in sizes:
-            row = {"size": size, "backbone": backbone, "device": "cpu", "threads": torch.get_num_threads(),
-                   "batch_size": batch_size, **_compare_heads(network, detector, size, batch_size, iterations, rounds)}
+            row = {"size": size, "backbone": backbone, "network_args": network_args or {}, "device": "cpu",
+                   "threads": torch.get_num_threads(), "batch_size": batch_size,
+                   **_compare_heads(network, detector, size, batch_size, iterations, rounds)}
             rows.append(row)
             print(json.dumps(row))
     return rows
@@ -284,6 +288,7 @@ def benchmark(
     compare: str = "tasks",
     rounds: int = 3,
     threads: int | None = None,
+    network_args: dict[str, Any] | None = None,
 ) -> None:
     """Print one JSON row per image size (and write them all to ``output``).
 
@@ -291,14 +296,15 @@ def benchmark(
         compare: ``tasks`` (multi-task vs three single-task models, on ``device``), ``runtimes`` (eager vs
             TorchScript vs ONNX Runtime, CPU, ``rounds`` interleaved timed blocks, ``threads`` intra-op threads
             for PyTorch and ONNX Runtime alike, default PyTorch's) or ``heads`` (the heads' cost over the
-            encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise).
+            encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise,
+            ``network_args`` further MultiCheXNet arguments).
     """
     if compare == "tasks":
         rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device)
     elif compare == "runtimes":
         rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads)
     elif compare == "heads":
-        rows = benchmark_heads(sizes, batch_size, iterations, rounds, backbone, threads)
+        rows = benchmark_heads(sizes, batch_size, iterations, rounds, backbone, threads, network_args)
     else:
         raise SystemExit(f"--compare must be 'tasks', 'runtimes' or 'heads', got {compare!r}")
     if output:

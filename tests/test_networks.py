@@ -78,3 +78,31 @@ def test_torchscript_matches_eager() -> None:
     for key in eager:
         torch.testing.assert_close(eager[key], script[key])
     assert set(partial) == {"cls"}
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_seg_output_stride_drops_the_finest_blocks_and_keeps_the_mask_size(stride: int) -> None:
+    torch.manual_seed(0)
+    full = MultiCheXNet(backbone="efficientnet-b0", seg_output_stride=1).eval()
+    light = MultiCheXNet(backbone="efficientnet-b0", seg_output_stride=stride).eval()
+    assert len(light.seg_head.decoder.blocks) == len(full.seg_head.decoder.blocks) - {2: 1, 4: 2}[stride]
+    assert light.init_args["seg_output_stride"] == stride
+    image = torch.rand(2, 1, 96, 64)
+    with torch.no_grad():
+        out = light(image, ["seg"])["seg"]
+        features = light.encoder(image)
+        coarse = light.seg_head.head(light.seg_head.decoder(features[{2: 0, 4: 1}[stride]:], light.seg_head.skip_connect))
+    assert out.shape == (2, 1, 96, 64) and coarse.shape[2:] == (96 // stride, 64 // stride)
+    # the mask logits are the decoder's coarse logits, upsampled bilinearly
+    torch.testing.assert_close(out, torch.nn.functional.interpolate(coarse, size=(96, 64), mode="bilinear"))
+    assert sum(p.numel() for p in light.seg_head.parameters()) < sum(p.numel() for p in full.seg_head.parameters())
+    scripted = torch.jit.script(light)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(image, ["seg"])["seg"], out)
+        gated = light.forward_gated(image, 0.0, 0.0)["seg"]
+    torch.testing.assert_close(gated, out)
+
+
+def test_seg_output_stride_is_checked() -> None:
+    with pytest.raises(ValueError, match="output_stride must be 1, 2 or 4, got 3"):
+        MultiCheXNet(backbone="resnet18", seg_output_stride=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets.flexible_unet import SegmentationHead, UNetDecoder
 from torch import nn
 
@@ -27,7 +28,20 @@ class CheXCls(nn.Module):
 
 
 class CheXSeg(nn.Module):
-    """U-Net decoder with skips from all encoder levels, ending in full-resolution 1-channel logits."""
+    """U-Net decoder with skips from the encoder levels, ending in 1-channel logits at the image's resolution.
+
+    With ``output_stride`` s > 1 the decoder stops at stride s (its blocks and skips finer than s are left out)
+    and its logits are upsampled bilinearly by s: the finest blocks, thin but on the largest maps, cost most of
+    the decoder's time (``docs/results/speed.md``).
+
+    Args:
+        encoder_channels: channels of the encoder's feature maps, strides 2 ... 32.
+        decoder_channels: one width per decoder block, coarse to fine; the first ``len(encoder_channels) -
+            log2(output_stride)`` are used.
+        in_channels: image channels.
+        out_channels: mask channels.
+        output_stride: 1, 2 or 4.
+    """
 
     def __init__(
         self,
@@ -35,14 +49,21 @@ class CheXSeg(nn.Module):
         decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8),
         in_channels: int = 1,
         out_channels: int = 1,
+        output_stride: int = 1,
     ) -> None:
         super().__init__()
         if len(decoder_channels) != len(encoder_channels):
             raise ValueError("decoder_channels needs one entry per encoder level")
-        self.skip_connect = len(encoder_channels) - 1
+        if output_stride not in (1, 2, 4):
+            raise ValueError(f"output_stride must be 1, 2 or 4, got {output_stride}")
+        self.output_stride = output_stride
+        self.dropped = {1: 0, 2: 1, 4: 2}[output_stride]  # finest levels left out (the image counts as one)
+        levels = (in_channels, *encoder_channels)[self.dropped :]
+        decoder_channels = tuple(decoder_channels)[: len(levels) - 1]
+        self.skip_connect = len(levels) - 2
         self.decoder = UNetDecoder(
             spatial_dims=2,
-            encoder_channels=(in_channels, *encoder_channels),
+            encoder_channels=levels,
             decoder_channels=decoder_channels,
             act=("relu", {"inplace": True}),
             norm=("batch", {"eps": 1e-3, "momentum": 0.1}),
@@ -57,4 +78,8 @@ class CheXSeg(nn.Module):
         self.head = SegmentationHead(spatial_dims=2, in_channels=decoder_channels[-1], out_channels=out_channels)
 
     def forward(self, image: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.head(self.decoder([image] + features, self.skip_connect))
+        """``image`` (B, C, H, W) and the encoder's features to mask logits (B, out_channels, H, W)."""
+        logits = self.head(self.decoder(([image] + features)[self.dropped :], self.skip_connect))
+        if self.output_stride == 1:
+            return logits
+        return F.interpolate(logits, size=image.shape[2:], mode="bilinear", align_corners=False)

@@ -48,6 +48,7 @@ class MultiCheXNet(nn.Module):
         seg_channels: CheXSeg decoder channels, coarse to fine.
         det_levels: encoder levels feeding CheXDet's FPN.
         fpn_channels: CheXDet's pyramid width.
+        seg_output_stride: stride at which CheXSeg's decoder stops, its logits upsampled bilinearly (1: none).
         saliency_bridge: feed CheXCls's input-gradient saliency and the image into CheXSeg's coarsest stage
             (:mod:`bundle.networks.saliency_bridge`; eager only, export refuses it).
 
@@ -68,18 +69,19 @@ class MultiCheXNet(nn.Module):
         det_levels: tuple[int, ...] = (2, 3, 4),
         fpn_channels: int = 64,
         saliency_bridge: bool = False,
+        seg_output_stride: int = 1,
     ) -> None:
         super().__init__()
         self.init_args = {
             "backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
             "num_det_classes": num_det_classes, "num_anchors": num_anchors, "cls_hidden": cls_hidden,
             "seg_channels": list(seg_channels), "det_levels": list(det_levels), "fpn_channels": fpn_channels,
-            "saliency_bridge": saliency_bridge,
+            "saliency_bridge": saliency_bridge, "seg_output_stride": seg_output_stride,
         }
         self.encoder = CheXEnc(backbone, in_channels)
         channels = self.encoder.out_channels
         self.cls_head = CheXCls(channels[-1], num_classes, cls_hidden)
-        self.seg_head = CheXSeg(channels, tuple(seg_channels), in_channels)
+        self.seg_head = CheXSeg(channels, tuple(seg_channels), in_channels, output_stride=seg_output_stride)
         self.det_head = CheXDet(channels, num_anchors, num_det_classes, tuple(det_levels), fpn_channels)
         self.det_gate = CheXCls(channels[-1], 1, cls_hidden)
         self.seg_gate = CheXCls(channels[-1], 1, cls_hidden)
