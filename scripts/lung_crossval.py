@@ -73,20 +73,32 @@ def _run(command: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
+def _flags(overrides: dict[str, Any] | None) -> list[str]:
+    """``--key value`` command-line pairs of ``overrides``."""
+    return [str(x) for key, value in (overrides or {}).items() for x in (f"--{key}", value)]
+
+
 def main(
     datalist: str, output_dir: str, folds: int = 5, val_fraction: float = 0.12, seed: int = 0,
-    configs: Any = RECIPE, overrides: dict[str, Any] | None = None, worst: int = 5,
+    configs: Any = RECIPE, overrides: dict[str, Any] | None = None, worst: int = 5, train: bool = True,
+    inference_overrides: dict[str, Any] | None = None, tag: str = "",
 ) -> None:
     """Train, infer and score every fold; write ``crossval.json`` (per fold and pooled) and the pooled
-    ``lung_scores.json`` / ``worst_cases.png`` to ``output_dir``.
+    ``lung_scores.json`` / ``worst_cases.png`` to ``output_dir`` (``output_dir/<tag>`` with a ``tag``).
 
     Args:
         configs: the recipe's config files, in order.
         overrides: extra ``--key value`` pairs for ``run training`` (e.g. ``{"epochs": 12}``).
+        train: False scores each fold's model already in ``output_dir`` again (e.g. with other
+            ``inference_overrides``) without training.
+        inference_overrides: extra ``--key value`` pairs for ``run inference`` (e.g.
+            ``{"mask_postprocessing": "{'neck_fraction': 0}"}``).
+        tag: names the predictions folders (``predictions_<tag>``) and the summary folder of this scoring.
     """
     out = Path(output_dir).resolve()
+    summary_dir = out / tag if tag else out
     config = "[" + ",".join(f"'{Path(c).resolve()}'" for c in configs) + "]"
-    extra = [str(x) for key, value in (overrides or {}).items() for x in (f"--{key}", value)]
+    extra = _flags(overrides)
     bundle = [sys.executable, "-m", "monai.bundle", "run"]
     pooled, per_fold = [], []
     for content in fold_datalists(datalist, folds, val_fraction, seed):
@@ -102,11 +114,13 @@ def main(
         model = fold_dir / "model"
         train_s = _run(bundle + ["training", "--config_file", config, "--datalist_file", str(fold_list),
                                  "--ckpt_dir", str(model), "--output_dir", str(fold_dir / "train"), *extra],
-                       fold_dir / "training.log")
+                       fold_dir / "training.log") if train else 0.0
+        predictions = fold_dir / ("predictions_" + tag if tag else "predictions")
         infer_s = _run(bundle + ["inference", "--config_file", str(Path("configs/inference.json").resolve()),
-                                 "--ckpt_dir", str(model), "--input_dir", str(images),
-                                 "--output_dir", str(fold_dir / "predictions")], fold_dir / "inference.log")
-        cases = collect_cases(str(fold_list), str(fold_dir / "predictions"))
+                                 "--ckpt_dir", str(model), "--input_dir", str(images), "--output_dir",
+                                 str(predictions), *_flags(inference_overrides)],
+                       fold_dir / f"inference{'_' + tag if tag else ''}.log")
+        cases = collect_cases(str(fold_list), str(predictions))
         for case in cases:
             case["fold"] = content["fold"]
         pooled += cases
@@ -118,9 +132,10 @@ def main(
                          "dice_mean": float(np.mean(dice)), "dice_min": float(np.min(dice)),
                          "training_s": round(train_s, 1), "inference_s": round(infer_s, 1)})
         print(json.dumps(per_fold[-1]))
-    summary = summarise(pooled, str(out), worst)
-    (out / "crossval.json").write_text(json.dumps({"pooled": summary, "folds": per_fold,
-                                                   "configs": list(configs), "overrides": overrides or {}}, indent=1))
+    summary = summarise(pooled, str(summary_dir), worst)
+    (summary_dir / "crossval.json").write_text(json.dumps({
+        "pooled": summary, "folds": per_fold, "configs": list(configs), "overrides": overrides or {},
+        "inference_overrides": inference_overrides or {}}, indent=1))
     print(json.dumps(summary, indent=1))
 
 
