@@ -1,6 +1,7 @@
 """Losses of the multi-task bundle."""
 
-from .multitask import DEFAULT_WEIGHTS, MultiTaskLoss
+from .kltv import KLTVLoss, bernoulli_kl
+from .multitask import DEFAULT_WEIGHTS, DiceBCELoss, MultiTaskLoss
 from .teacher_forcing import TeacherForcing
 
-__all__ = ["DEFAULT_WEIGHTS", "MultiTaskLoss", "TeacherForcing"]
+__all__ = ["DEFAULT_WEIGHTS", "DiceBCELoss", "KLTVLoss", "MultiTaskLoss", "TeacherForcing", "bernoulli_kl"]

@@ -1,9 +1,15 @@
 """Networks: the shared encoder, its heads and the assembled MultiCheXNet."""
 
+from .attention_decoder import AttentionGate, AttentionPyramidDecoder, deep_supervision_key
 from .det_head import CheXDet
+from .discriminator import MaskDiscriminator
 from .encoder import BACKBONE_CHANNELS, CheXEnc
 from .heads import CheXCls, CheXSeg
-from .multichexnet import TASKS, MultiCheXNet
+from .multichexnet import SEG_DECODERS, TASKS, MultiCheXNet
 from .transfer import transfer_network
 
-__all__ = ["BACKBONE_CHANNELS", "CheXCls", "CheXDet", "CheXEnc", "CheXSeg", "MultiCheXNet", "TASKS", "transfer_network"]
+__all__ = [
+    "AttentionGate", "AttentionPyramidDecoder", "BACKBONE_CHANNELS", "CheXCls", "CheXDet", "CheXEnc", "CheXSeg",
+    "MaskDiscriminator", "MultiCheXNet", "SEG_DECODERS", "TASKS", "deep_supervision_key",
+    "transfer_network",
+]
