@@ -1,6 +1,7 @@
 """Ignite engines for multi-task training, evaluation and inference."""
 
 from . import phases
+from .adversarial import AdversarialMaskPart
 from .batch import batch_to_device, loss_terms
 from .contrastive import ContrastivePretraining, ProjectionHead
 from .distributed import on_rank_zero, rank, unwrap
@@ -10,6 +11,6 @@ from .semi_supervised import MeanTeacher, SemiSupervised, sigmoid_rampup
 from .trainer import MultiTaskTrainer
 
 __all__ = [
-    "ContrastivePretraining", "MeanTeacher", "ProjectionHead", "SemiSupervised", "sigmoid_rampup",
+    "AdversarialMaskPart", "ContrastivePretraining", "MeanTeacher", "ProjectionHead", "SemiSupervised", "sigmoid_rampup",
     "LABEL_KEYS", "MultiTaskEvaluator", "MultiTaskTrainer", "TrainingPart", "batch_to_device", "loss_terms", "on_rank_zero", "rank", "unwrap",
 ]

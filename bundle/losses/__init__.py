@@ -3,10 +3,11 @@
 from .consistency import SegConsistencyLoss
 from .contrastive import ContrastiveLoss, label_groups
 from .fixmatch import FixMatchLoss, confident_targets
-from .multitask import DEFAULT_WEIGHTS, MultiTaskLoss
+from .kltv import KLTVLoss, bernoulli_kl
+from .multitask import DEFAULT_WEIGHTS, DiceBCELoss, MultiTaskLoss
 from .teacher_forcing import TeacherForcing
 
 __all__ = [
-    "ContrastiveLoss", "DEFAULT_WEIGHTS", "FixMatchLoss", "MultiTaskLoss", "SegConsistencyLoss", "TeacherForcing",
-    "confident_targets", "label_groups",
+    "ContrastiveLoss", "DEFAULT_WEIGHTS", "DiceBCELoss", "FixMatchLoss", "KLTVLoss",
+    "MultiTaskLoss", "SegConsistencyLoss", "TeacherForcing", "bernoulli_kl", "confident_targets", "label_groups",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,7 @@ from monai.losses import DiceLoss
 from torch import Tensor, nn
 
 from bundle.detection import CheXDetector
+from bundle.networks import deep_supervision_key
 
 from .teacher_forcing import TeacherForcing
 
@@ -23,11 +24,25 @@ def _zero(reference: Tensor) -> Tensor:
     return reference.sum() * 0.0
 
 
+class DiceBCELoss(nn.Module):
+    """Dice over the batch plus BCE, on (B, 1, H, W) mask logits: CheXSeg's default loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dice = DiceLoss(sigmoid=True, batch=True)
+
+    def forward(self, logits: Tensor, mask: Tensor) -> Tensor:
+        return self.dice(logits, mask) + F.binary_cross_entropy_with_logits(logits, mask)
+
+
 class MultiTaskLoss(nn.Module):
     """Sum of weighted head losses; each head sees only the samples flagged as carrying its labels.
 
     - ``cls``: BCE with logits over known findings only (``cls_known``);
-    - ``seg``: Dice (over the batch) + BCE on mask logits;
+    - ``seg``: ``seg_loss`` on mask logits, by default Dice (over the batch) + BCE (:class:`DiceBCELoss`);
+    - ``seg_ds1``, ``seg_ds2``, ...: with a deep-supervised decoder in training, ``seg_loss`` on each coarser
+      scale's mask logits (upsampled to full size), weighted by ``weights["seg"]`` times that scale's
+      ``deep_supervision_weights`` entry;
     - ``det``: the detector's focal classification + box regression losses;
     - ``det_gate``/``seg_gate``: BCE of the positive-case classifiers against "has a box" / "has a mask pixel".
 
@@ -41,6 +56,10 @@ class MultiTaskLoss(nn.Module):
         detector: computes the detection losses from CheXDet's outputs.
         weights: weight of each term (``det`` weighs both detection terms); missing terms weigh 0.
         teacher_forcing: sample selection for the gated heads; None trains them on every labelled sample.
+        seg_loss: ``(logits, mask) -> scalar`` for the masks, e.g. :class:`bundle.losses.KLTVLoss` with
+            ``sigmoid=True``, MONAI's ``DiceLoss`` or ``TverskyLoss``; None: :class:`DiceBCELoss`.
+        deep_supervision_weights: weight of each deep-supervision scale relative to ``seg`` (``seg_ds1`` first,
+            the finest); None: ``0.5 ** k`` for ``seg_ds<k>``.
     """
 
     def __init__(
@@ -48,6 +67,8 @@ class MultiTaskLoss(nn.Module):
         detector: CheXDetector,
         weights: Mapping[str, float] | None = None,
         teacher_forcing: TeacherForcing | None = None,
+        seg_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+        deep_supervision_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.detector = detector
@@ -57,14 +78,18 @@ class MultiTaskLoss(nn.Module):
         unknown = set(self.weights) - set(DEFAULT_WEIGHTS)
         if unknown:
             raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
-        self.dice = DiceLoss(sigmoid=True, batch=True)
+        self.seg_loss = DiceBCELoss() if seg_loss is None else seg_loss
+        self.deep_supervision_weights = None if deep_supervision_weights is None else list(deep_supervision_weights)
 
     def forward(self, pred: Mapping[str, Tensor], batch: Mapping[str, object]) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
         if "cls" in pred:
             terms["cls"] = self._cls(pred["cls"], batch)
+        deep = self._deep_supervision_keys(pred)
         if "seg" in pred:
-            terms["seg"] = self._seg(pred["seg"], batch, self._selected(pred, "seg_gate", self._has_mask(batch)))
+            selected = self._selected(pred, "seg_gate", self._has_mask(batch))
+            terms["seg"] = self._seg(pred["seg"], batch, selected)
+            terms.update({key: self._seg(pred[key], batch, selected) for key in deep})
         if "det_cls" in pred:
             selected = self._selected(pred, "det_gate", self._has_boxes(batch))
             terms.update(self._det(pred["det_cls"], pred["det_box"], batch, selected))
@@ -72,11 +97,30 @@ class MultiTaskLoss(nn.Module):
             if gate in pred:
                 flag = batch["has_det" if gate == "det_gate" else "has_seg"]
                 terms[gate] = self._masked_bce(pred[gate][:, 0], target, flag)
-        terms["loss"] = sum(
-            (self.weights.get(_WEIGHT_OF.get(k, k), 0.0) * v for k, v in terms.items()),
-            torch.zeros((), device=batch["image"].device),
-        )
+        weights = {k: self.weights.get(_WEIGHT_OF.get(k, k), 0.0) for k in terms}
+        weights.update(self._deep_supervision_weights(len(deep)))
+        terms["loss"] = sum((weights[k] * v for k, v in terms.items()), torch.zeros((), device=batch["image"].device))
         return terms
+
+    @staticmethod
+    def _deep_supervision_keys(pred: Mapping[str, Tensor]) -> list[str]:
+        """The deep-supervision outputs in ``pred`` (with ``seg``): ``seg_ds1``, ``seg_ds2``, ... while present."""
+        keys: list[str] = []
+        while "seg" in pred and deep_supervision_key(len(keys) + 1) in pred:
+            keys.append(deep_supervision_key(len(keys) + 1))
+        return keys
+
+    def _deep_supervision_weights(self, scales: int) -> dict[str, float]:
+        """Weight in the total of each of the first ``scales`` deep-supervision terms: ``seg``'s times its own."""
+        own = self.deep_supervision_weights
+        if own is None:
+            own = [0.5**k for k in range(1, scales + 1)]
+        if scales > len(own):
+            raise ValueError(
+                f"the network gives {scales} deep-supervision outputs but deep_supervision_weights has {len(own)} "
+                "entries; give one weight per scale"
+            )
+        return {deep_supervision_key(k + 1): self.weights.get("seg", 0.0) * own[k] for k in range(scales)}
 
     def _selected(self, pred: Mapping[str, Tensor], gate: str, truth_positive: Tensor) -> Tensor:
         if self.teacher_forcing is None:
@@ -111,7 +155,7 @@ class MultiTaskLoss(nn.Module):
         if not bool(flag.any()):
             return _zero(logits)
         logits, mask = logits[flag], batch["mask"][flag].to(logits.dtype)
-        return self.dice(logits, mask) + F.binary_cross_entropy_with_logits(logits, mask)
+        return self.seg_loss(logits, mask)
 
     def _det(
         self, det_cls: Tensor, det_box: Tensor, batch: Mapping[str, object], selected: Tensor

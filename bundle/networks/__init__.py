@@ -1,13 +1,16 @@
 """Networks: the shared encoder, its heads and the assembled MultiCheXNet."""
 
+from .attention_decoder import AttentionGate, AttentionPyramidDecoder, deep_supervision_key
 from .det_head import CheXDet
+from .discriminator import MaskDiscriminator
 from .encoder import BACKBONE_CHANNELS, CheXEnc
 from .heads import CheXCls, CheXSeg
-from .multichexnet import TASKS, MultiCheXNet
+from .multichexnet import SEG_DECODERS, TASKS, MultiCheXNet
 from .saliency_bridge import BridgeExportError, SaliencyBridge, input_saliency
 from .transfer import encoder_file, load_pretrained_encoder, transfer_network
 
 __all__ = [
-    "BACKBONE_CHANNELS", "BridgeExportError", "CheXCls", "CheXDet", "CheXEnc", "CheXSeg", "MultiCheXNet",
-    "SaliencyBridge", "TASKS", "encoder_file", "input_saliency", "load_pretrained_encoder", "transfer_network",
+    "AttentionGate", "AttentionPyramidDecoder", "BACKBONE_CHANNELS", "BridgeExportError", "CheXCls", "CheXDet",
+    "CheXEnc", "CheXSeg", "MaskDiscriminator", "MultiCheXNet", "SEG_DECODERS", "SaliencyBridge", "TASKS",
+    "deep_supervision_key", "encoder_file", "input_saliency", "load_pretrained_encoder", "transfer_network",
 ]

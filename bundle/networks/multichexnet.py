@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from .attention_decoder import AttentionPyramidDecoder, deep_supervision_key
 from .det_head import CheXDet
 from .encoder import CheXEnc
 from .heads import CheXCls, CheXSeg
@@ -17,6 +18,9 @@ TASKS: tuple[str, ...] = ("cls", "seg", "det", "det_gate", "seg_gate")
 
 #: Logit given to the outputs of gated-out images: sigmoid(-30) ~ 1e-13, an empty mask and no boxes.
 NEGATIVE_LOGIT: float = -30.0
+
+#: CheXSeg decoders: the U-Net decoder (:class:`CheXSeg`) and APPAU-Net's (:class:`AttentionPyramidDecoder`).
+SEG_DECODERS: tuple[str, ...] = ("unet", "attention_pyramid")
 
 
 def _scatter(part: Optional[torch.Tensor], keep: torch.Tensor, shape: List[int], fill: float, like: torch.Tensor):
@@ -34,6 +38,8 @@ class MultiCheXNet(nn.Module):
     ``forward(image, tasks)`` runs the encoder once and the requested heads (all when ``tasks`` is None) and
     returns a dict: ``cls`` (B, num_classes) logits, ``seg`` (B, 1, H, W) logits, ``det_cls`` (B, A_total,
     num_det_classes) and ``det_box`` (B, A_total, 4) anchor outputs, ``det_gate``/``seg_gate`` (B, 1) logits.
+    With ``deep_supervision``, in training mode only, ``seg_ds1`` ... ``seg_ds4`` (B, 1, H, W) join ``seg``: the
+    mask logits of the decoder scales at strides 2 ... 16, upsampled (:func:`deep_supervision_key`).
 
     ``init_args`` holds the constructor arguments, so that a model file can rebuild the network
     (:mod:`bundle.packaging`).
@@ -48,7 +54,10 @@ class MultiCheXNet(nn.Module):
         seg_channels: CheXSeg decoder channels, coarse to fine.
         det_levels: encoder levels feeding CheXDet's FPN.
         fpn_channels: CheXDet's pyramid width.
-        seg_output_stride: stride at which CheXSeg's decoder stops, its logits upsampled bilinearly (1: none).
+        seg_decoder: one of :data:`SEG_DECODERS`.
+        deep_supervision: training-mode deep-supervision outputs (``attention_pyramid`` only).
+        seg_output_stride: stride at which CheXSeg's decoder stops, its logits upsampled bilinearly (1: none;
+            ``unet`` only).
         saliency_bridge: feed CheXCls's input-gradient saliency and the image into CheXSeg's coarsest stage
             (:mod:`bundle.networks.saliency_bridge`; eager only, export refuses it).
 
@@ -56,6 +65,7 @@ class MultiCheXNet(nn.Module):
     """
 
     __jit_ignored_attributes__ = ["init_args"]
+    __constants__ = ["deep_supervision"]
 
     def __init__(
         self,
@@ -68,20 +78,34 @@ class MultiCheXNet(nn.Module):
         seg_channels: tuple[int, ...] = (128, 64, 32, 16, 8),
         det_levels: tuple[int, ...] = (2, 3, 4),
         fpn_channels: int = 64,
+        seg_decoder: str = "unet",
+        deep_supervision: bool = False,
         saliency_bridge: bool = False,
         seg_output_stride: int = 1,
     ) -> None:
         super().__init__()
+        if seg_decoder not in SEG_DECODERS:
+            raise ValueError(f"seg_decoder must be one of {list(SEG_DECODERS)}, got {seg_decoder!r}")
+        if deep_supervision and seg_decoder != "attention_pyramid":
+            raise ValueError("deep_supervision needs seg_decoder='attention_pyramid' (CheXSeg has one output scale)")
+        if seg_output_stride != 1 and seg_decoder != "unet":
+            raise ValueError(f"seg_output_stride {seg_output_stride} needs seg_decoder='unet'")
         self.init_args = {
             "backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
             "num_det_classes": num_det_classes, "num_anchors": num_anchors, "cls_hidden": cls_hidden,
             "seg_channels": list(seg_channels), "det_levels": list(det_levels), "fpn_channels": fpn_channels,
-            "saliency_bridge": saliency_bridge, "seg_output_stride": seg_output_stride,
+            "seg_decoder": seg_decoder, "deep_supervision": deep_supervision, "saliency_bridge": saliency_bridge,
+            "seg_output_stride": seg_output_stride,
         }
         self.encoder = CheXEnc(backbone, in_channels)
         channels = self.encoder.out_channels
         self.cls_head = CheXCls(channels[-1], num_classes, cls_hidden)
-        self.seg_head = CheXSeg(channels, tuple(seg_channels), in_channels, output_stride=seg_output_stride)
+        self.deep_supervision = deep_supervision
+        self.seg_head: nn.Module = (
+            CheXSeg(channels, tuple(seg_channels), in_channels, output_stride=seg_output_stride)
+            if seg_decoder == "unet"
+            else AttentionPyramidDecoder(channels, tuple(seg_channels), in_channels)
+        )
         self.det_head = CheXDet(channels, num_anchors, num_det_classes, tuple(det_levels), fpn_channels)
         self.det_gate = CheXCls(channels[-1], 1, cls_hidden)
         self.seg_gate = CheXCls(channels[-1], 1, cls_hidden)
@@ -152,12 +176,18 @@ class MultiCheXNet(nn.Module):
         out["seg_gated_in"] = seg_in
         return out
 
-    def _seg(self, image: torch.Tensor, features: List[torch.Tensor], saliency: Optional[torch.Tensor]) -> torch.Tensor:
-        """CheXSeg's mask logits, its deepest input joined with ``saliency`` through the bridge when there is one."""
+    def _bridged(
+        self, image: torch.Tensor, features: List[torch.Tensor], saliency: Optional[torch.Tensor]
+    ) -> List[torch.Tensor]:
+        """``features`` with the deepest joined with ``saliency`` through the bridge, when there is one."""
         bridge = self.bridge
         if bridge is not None and saliency is not None:
-            features = features[:-1] + [bridge(image, saliency, features[-1])]
-        return self.seg_head(image, features)
+            return features[:-1] + [bridge(image, saliency, features[-1])]
+        return features
+
+    def _seg(self, image: torch.Tensor, features: List[torch.Tensor], saliency: Optional[torch.Tensor]) -> torch.Tensor:
+        """CheXSeg's mask logits on the (bridged) features."""
+        return self.seg_head(image, self._bridged(image, features, saliency))
 
     def forward_heads(
         self, image: torch.Tensor, features: List[torch.Tensor], tasks: Optional[List[str]] = None,
@@ -174,7 +204,13 @@ class MultiCheXNet(nn.Module):
         if tasks is None or "seg_gate" in tasks:
             out["seg_gate"] = self.seg_gate(deepest)
         if tasks is None or "seg" in tasks:
-            out["seg"] = self._seg(image, features, saliency)
+            if self.deep_supervision and self.training:
+                masks = self.seg_head.forward_deep(image, self._bridged(image, features, saliency))
+                out["seg"] = masks[0]
+                for scale in range(1, len(masks)):
+                    out[deep_supervision_key(scale)] = masks[scale]
+            else:
+                out["seg"] = self._seg(image, features, saliency)
         if tasks is None or "det" in tasks:
             det_cls, det_box = self.det_head(features)
             out["det_cls"] = det_cls
