@@ -4,6 +4,7 @@ from .attention_decoder import AttentionGate, AttentionPyramidDecoder, deep_supe
 from .det_head import CheXDet
 from .discriminator import MaskDiscriminator
 from .encoder import BACKBONE_CHANNELS, CheXEnc
+from .generator import DCGANGenerator
 from .heads import CheXCls, CheXSeg
 from .multichexnet import SEG_DECODERS, TASKS, MultiCheXNet
 from .saliency_bridge import BridgeExportError, SaliencyBridge, input_saliency
@@ -11,6 +12,7 @@ from .transfer import encoder_file, load_pretrained_encoder, transfer_network
 
 __all__ = [
     "AttentionGate", "AttentionPyramidDecoder", "BACKBONE_CHANNELS", "BridgeExportError", "CheXCls", "CheXDet",
-    "CheXEnc", "CheXSeg", "MaskDiscriminator", "MultiCheXNet", "SEG_DECODERS", "SaliencyBridge", "TASKS",
+    "CheXEnc", "CheXSeg", "DCGANGenerator", "MaskDiscriminator", "MultiCheXNet", "SEG_DECODERS", "SaliencyBridge",
+    "TASKS",
     "deep_supervision_key", "encoder_file", "input_saliency", "load_pretrained_encoder", "transfer_network",
 ]
