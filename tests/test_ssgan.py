@@ -4,6 +4,7 @@ feature-matching step (which leaves the network alone), resume, and the kltv_app
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,3 +160,19 @@ def test_semi_gan_is_an_option_of_kltv_appau_json_added_by_override() -> None:
     part = parts["semi_gan"]
     assert isinstance(part, GenerativeSemiSupervisedPart) and part.weight == 0.1
     assert part.head.logit.in_features == 512 and part.generator.image_size == (64, 64)
+
+
+def test_semi_gan_kltv_appau_composes_with_semi_supervised_json(tmp_path: Path, tiny_datalist: Path) -> None:
+    """The paper's setting: train.json + semi_supervised.json + kltv_appau.json keeps every part by name, and the
+    bridged attention pyramid network runs with deep supervision."""
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "configs" / name) for name in ("train.json", "semi_supervised.json", "kltv_appau.json")])
+    parser.update({"network_def#backbone": "efficientnet-b0", "image_size": [64, 64], "datalist_file": str(tiny_datalist),
+                   "device": "$torch.device('cpu')", "ckpt_dir": str(tmp_path), "num_workers": 0,
+                   "unlabelled#batches": "$iter([])"})
+    parts = parser.get_parsed_content("train#parts")
+    assert set(parts) == {"semi", "adversarial"}
+    net = parser.get_parsed_content("network_def").train()
+    assert net.init_args["saliency_bridge"] and net.init_args["seg_decoder"] == "attention_pyramid"
+    out = net(torch.rand(2, 1, 64, 64), ["cls", "seg"])
+    assert {"cls", "seg", "seg_ds1"} <= set(out) and out["seg"].shape == (2, 1, 64, 64)
