@@ -103,6 +103,30 @@ def test_seg_output_stride_drops_the_finest_blocks_and_keeps_the_mask_size(strid
     torch.testing.assert_close(gated, out)
 
 
+def test_seg_skip_channels_project_the_wide_levels_only() -> None:
+    """DenseNet121's 512- and 1024-channel levels enter the decoder through 1x1 projections to 128 channels; the
+    narrower levels and the stride-2 placeholder of ``seg_output_stride=2`` are passed through; the result is
+    cheaper, scriptable, and rebuilt from ``init_args``."""
+    torch.manual_seed(0)
+    net = MultiCheXNet(seg_output_stride=2, seg_skip_channels=128).eval()
+    lateral = net.seg_head.lateral
+    projected = [not isinstance(m, torch.nn.Identity) for m in lateral]
+    assert projected == [False, True, True, True, True]  # strides 2 (placeholder), 4 (256 ch), 8, 16, 32
+    assert [m.conv.out_channels for m, p in zip(lateral, projected) if p] == [128] * 4
+    plain = MultiCheXNet(seg_output_stride=2)
+    assert sum(p.numel() for p in net.seg_head.parameters()) < sum(p.numel() for p in plain.seg_head.parameters()) / 2
+    image = torch.rand(2, 1, 64, 96)
+    with torch.no_grad():
+        out = net(image, ["seg"])["seg"]
+        assert out.shape == (2, 1, 64, 96)
+        torch.testing.assert_close(torch.jit.script(net)(image, ["seg"])["seg"], out)
+        rebuilt = MultiCheXNet(**net.init_args).eval()
+        rebuilt.load_state_dict(net.state_dict())
+        torch.testing.assert_close(rebuilt(image, ["seg"])["seg"], out)
+    with pytest.raises(ValueError, match="seg_skip_channels 64 needs seg_decoder='unet'"):
+        MultiCheXNet(seg_decoder="attention_pyramid", seg_skip_channels=64)
+
+
 def test_seg_output_stride_is_checked() -> None:
     with pytest.raises(ValueError, match="output_stride must be 1, 2 or 4, got 3"):
         MultiCheXNet(backbone="resnet18", seg_output_stride=3)

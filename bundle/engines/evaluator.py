@@ -14,6 +14,7 @@ from bundle.runtimes import Backend, load_backend, read_model_package
 from .batch import batch_to_device, plain
 from .distributed import unwrap
 from .gating import gated_forward
+from .precision import effective_amp
 
 #: Batch keys copied into the output so metrics can compare predictions with labels.
 LABEL_KEYS: tuple[str, ...] = ("cls", "cls_known", "has_cls", "mask", "has_seg", "boxes", "box_labels", "has_det")
@@ -35,7 +36,8 @@ class MultiTaskEvaluator(SupervisedEvaluator):
         gate_thresholds: positive-case gate thresholds; None runs every head on every image.
         backend: ``eager``, ``torchscript`` or ``onnxruntime`` (:func:`bundle.runtimes.load_backend`).
         backend_file: the exported model the backend runs; None makes it from ``network`` (weights loaded).
-        args, kwargs: as :class:`monai.engines.SupervisedEvaluator` (``decollate`` is forced off).
+        args, kwargs: as :class:`monai.engines.SupervisedEvaluator` (``decollate`` is forced off; ``amp`` as
+            in :class:`MultiTaskTrainer`).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class MultiTaskEvaluator(SupervisedEvaluator):
         **kwargs: Any,
     ) -> None:
         kwargs["decollate"] = False
+        kwargs["amp"] = effective_amp(kwargs.get("amp", False), kwargs.get("device", args[0] if args else "cpu"))
         super().__init__(*args, **kwargs)
         self.detector = detector
         self.gate_thresholds = gate_thresholds

@@ -12,6 +12,7 @@ from monai.engines.utils import IterationEvents
 from .batch import batch_to_device, plain
 from .distributed import unwrap
 from .parts import TrainingPart, active_parts
+from .precision import effective_amp
 
 
 class MultiTaskTrainer(SupervisedTrainer):
@@ -33,7 +34,8 @@ class MultiTaskTrainer(SupervisedTrainer):
     Args:
         tasks: heads computed each iteration.
         parts: training parts by name, run in this order.
-        args, kwargs: as :class:`monai.engines.SupervisedTrainer` (``decollate`` is forced off).
+        args, kwargs: as :class:`monai.engines.SupervisedTrainer` (``decollate`` is forced off; ``amp`` is
+            turned off on a CPU without native bfloat16, :func:`bundle.engines.precision.effective_amp`).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class MultiTaskTrainer(SupervisedTrainer):
     ) -> None:
         kwargs["decollate"] = False
         kwargs.setdefault("optim_set_to_none", True)
+        kwargs["amp"] = effective_amp(kwargs.get("amp", False), kwargs.get("device", args[0] if args else "cpu"))
         super().__init__(*args, **kwargs)
         self.tasks = tasks
         self.frozen: list[str] = []

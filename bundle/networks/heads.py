@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import Convolution
 from monai.networks.nets.flexible_unet import SegmentationHead, UNetDecoder
 from torch import nn
 
@@ -32,7 +33,9 @@ class CheXSeg(nn.Module):
 
     With ``output_stride`` s > 1 the decoder stops at stride s (its blocks and skips finer than s are left out)
     and its logits are upsampled bilinearly by s: the finest blocks, thin but on the largest maps, cost most of
-    the decoder's time (``docs/results/speed.md``).
+    the decoder's time (``docs/results/speed.md``). With ``skip_channels`` c, every encoder level wider than c
+    enters the decoder through a 1x1 convolution (batch norm, ReLU) to c channels, so that the coarse blocks do
+    not convolve DenseNet's 1024-channel maps.
 
     Args:
         encoder_channels: channels of the encoder's feature maps, strides 2 ... 32.
@@ -41,6 +44,7 @@ class CheXSeg(nn.Module):
         in_channels: image channels.
         out_channels: mask channels.
         output_stride: 1, 2 or 4.
+        skip_channels: the widest encoder level entering the decoder (None: all at the encoder's width).
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class CheXSeg(nn.Module):
         in_channels: int = 1,
         out_channels: int = 1,
         output_stride: int = 1,
+        skip_channels: int | None = None,
     ) -> None:
         super().__init__()
         if len(decoder_channels) != len(encoder_channels):
@@ -58,7 +63,17 @@ class CheXSeg(nn.Module):
             raise ValueError(f"output_stride must be 1, 2 or 4, got {output_stride}")
         self.output_stride = output_stride
         self.dropped = {1: 0, 2: 1, 4: 2}[output_stride]  # finest levels left out (the image counts as one)
-        levels = (in_channels, *encoder_channels)[self.dropped :]
+        # with output_stride > 1 the finest level kept only stands for the decoder's output scale: never read
+        used = tuple(encoder_channels)[max(self.dropped - 1, 0) :]
+        projected = [skip_channels is not None and c > skip_channels and (i > 0 or self.dropped == 0)
+                     for i, c in enumerate(used)]
+        self.lateral = nn.ModuleList(
+            Convolution(2, c, skip_channels, kernel_size=1, act=("relu", {"inplace": True}), norm="batch", bias=False)
+            if project else nn.Identity()
+            for c, project in zip(used, projected)
+        )
+        used = tuple(skip_channels if project else c for c, project in zip(used, projected))
+        levels = ((in_channels,) if self.dropped == 0 else ()) + used
         decoder_channels = tuple(decoder_channels)[: len(levels) - 1]
         self.skip_connect = len(levels) - 2
         self.decoder = UNetDecoder(
@@ -79,7 +94,11 @@ class CheXSeg(nn.Module):
 
     def forward(self, image: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         """``image`` (B, C, H, W) and the encoder's features to mask logits (B, out_channels, H, W)."""
-        logits = self.head(self.decoder(([image] + features)[self.dropped :], self.skip_connect))
+        levels: list[torch.Tensor] = [image] if self.dropped == 0 else []
+        first = max(self.dropped - 1, 0)
+        for i, lateral in enumerate(self.lateral):
+            levels.append(lateral(features[first + i]))
+        logits = self.head(self.decoder(levels, self.skip_connect))
         if self.output_stride == 1:
             return logits
         return F.interpolate(logits, size=image.shape[2:], mode="bilinear", align_corners=False)

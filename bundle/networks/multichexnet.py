@@ -58,6 +58,8 @@ class MultiCheXNet(nn.Module):
         deep_supervision: training-mode deep-supervision outputs (``attention_pyramid`` only).
         seg_output_stride: stride at which CheXSeg's decoder stops, its logits upsampled bilinearly (1: none;
             ``unet`` only).
+        seg_skip_channels: the widest encoder level entering CheXSeg's decoder, wider ones projected (1x1
+            convolution) to it (None: none; ``unet`` only).
         saliency_bridge: feed CheXCls's input-gradient saliency and the image into CheXSeg's coarsest stage
             (:mod:`bundle.networks.saliency_bridge`; eager only, export refuses it).
 
@@ -82,6 +84,7 @@ class MultiCheXNet(nn.Module):
         deep_supervision: bool = False,
         saliency_bridge: bool = False,
         seg_output_stride: int = 1,
+        seg_skip_channels: Optional[int] = None,
     ) -> None:
         super().__init__()
         if seg_decoder not in SEG_DECODERS:
@@ -90,19 +93,22 @@ class MultiCheXNet(nn.Module):
             raise ValueError("deep_supervision needs seg_decoder='attention_pyramid' (CheXSeg has one output scale)")
         if seg_output_stride != 1 and seg_decoder != "unet":
             raise ValueError(f"seg_output_stride {seg_output_stride} needs seg_decoder='unet'")
+        if seg_skip_channels is not None and seg_decoder != "unet":
+            raise ValueError(f"seg_skip_channels {seg_skip_channels} needs seg_decoder='unet'")
         self.init_args = {
             "backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
             "num_det_classes": num_det_classes, "num_anchors": num_anchors, "cls_hidden": cls_hidden,
             "seg_channels": list(seg_channels), "det_levels": list(det_levels), "fpn_channels": fpn_channels,
             "seg_decoder": seg_decoder, "deep_supervision": deep_supervision, "saliency_bridge": saliency_bridge,
-            "seg_output_stride": seg_output_stride,
+            "seg_output_stride": seg_output_stride, "seg_skip_channels": seg_skip_channels,
         }
         self.encoder = CheXEnc(backbone, in_channels)
         channels = self.encoder.out_channels
         self.cls_head = CheXCls(channels[-1], num_classes, cls_hidden)
         self.deep_supervision = deep_supervision
         self.seg_head: nn.Module = (
-            CheXSeg(channels, tuple(seg_channels), in_channels, output_stride=seg_output_stride)
+            CheXSeg(channels, tuple(seg_channels), in_channels, output_stride=seg_output_stride,
+                    skip_channels=seg_skip_channels)
             if seg_decoder == "unet"
             else AttentionPyramidDecoder(channels, tuple(seg_channels), in_channels)
         )
