@@ -20,8 +20,14 @@ from bundle.networks.saliency_bridge import refuse_export
 
 #: Name of the graph input.
 INPUT_NAME: str = "image"
-#: Graph outputs, in order: the keys of ``MultiCheXNet.forward``.
+#: Graph outputs, in order: the keys of ``MultiCheXNet.forward``, and ``sal`` after them for a network with a
+#: saliency head (:func:`output_names`).
 OUTPUT_NAMES: tuple[str, ...] = ("cls", "seg", "det_cls", "det_box", "det_gate", "seg_gate")
+
+
+def output_names(network: nn.Module) -> tuple[str, ...]:
+    """The graph outputs of ``network``: :data:`OUTPUT_NAMES`, plus ``sal`` with a saliency head."""
+    return OUTPUT_NAMES + (("sal",) if getattr(network, "sal_head", None) is not None else ())
 #: ONNX opset of the exported graph (torch 2.13's exporter default).
 ONNX_OPSET: int = 20
 #: ``metadata_props`` key holding the opset.
@@ -29,15 +35,16 @@ OPSET_KEY: str = "opset"
 
 
 class _AllHeads(nn.Module):
-    """``network.forward`` with every head, as a tuple in :data:`OUTPUT_NAMES` order."""
+    """``network.forward`` with every head, as a tuple in :func:`output_names` order."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+        self.names = output_names(network)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         out = self.network(image)
-        return tuple(out[key] for key in OUTPUT_NAMES)
+        return tuple(out[key] for key in self.names)
 
 
 def export_onnx(
@@ -73,7 +80,7 @@ def export_onnx(
         (image,),
         dynamo=True,
         input_names=[INPUT_NAME],
-        output_names=list(OUTPUT_NAMES),
+        output_names=list(output_names(network)),
         opset_version=opset,
         dynamic_shapes={"image": {0: Dim("batch", min=1), **sides}},
         verbose=False,

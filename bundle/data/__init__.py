@@ -9,12 +9,14 @@ from .labels import NIH_FINDINGS, UNKNOWN_LABEL
 from .readers import CXRDicomReader, ImageReadError, LoadCXRd, is_dicom_file, load_cxr
 from .rle import RLEError, rle_decode, rle_encode
 from .splits import split_by_patient
+from .demo_gaze import add_demo_gaze
 from .synthetic import demo_inputs, make_demo_dataset
-from .transforms import LabelError, PrepareTargetsd, ResizeImaged, ResizeTargetsd, check_spatial_size
+from .transforms import LabelError, LoadSaliencyd, PrepareTargetsd, ResizeImaged, ResizeTargetsd, check_spatial_size
 from .unlabelled import EndlessBatches, UnlabelledDataset, unlabelled_entries, unlabelled_loader
 from .views import two_views, weak_strong_views
 
 __all__ = [
+    "add_demo_gaze",
     "CXRDicomReader",
     "EndlessBatches",
     "ResizeImaged",
@@ -30,6 +32,7 @@ __all__ = [
     "RandAffineBoxd",
     "LabelError",
     "NIH_FINDINGS",
+    "LoadSaliencyd",
     "PrepareTargetsd",
     "ResizeTargetsd",
     "UNKNOWN_LABEL",

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from .gaze import load_saliency_map
 from .labels import UNKNOWN_LABEL
 
 
@@ -142,6 +143,30 @@ class ResizeTargetsd(MapTransform):
         d["mask"] = F.interpolate(d["mask"][None], self.spatial_size, mode="nearest")[0]
         scale = torch.tensor([n / o for n, o in zip(self.spatial_size, old)] * 2, dtype=torch.float32)
         d["boxes"] = d["boxes"] * scale
+        return d
+
+
+class LoadSaliencyd(MapTransform):
+    """Read an entry's ``saliency`` map (a gaze map or any heat map, PNG or ``.npy``,
+    :func:`bundle.data.gaze.load_saliency_map`) at the size of its (already resized) image, as a (1, W, H)
+    distribution summing to 1, and flag it in ``has_sal``. An entry without one gets zeros and
+    ``has_sal`` False: no saliency label, like the other partial labels. Put after :class:`ResizeTargetsd`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(keys=["saliency"], allow_missing_keys=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        size = tuple(int(s) for s in d["image"].shape[1:])
+        source = d.get("saliency")
+        d["has_sal"] = source is not None
+        if source is None:
+            d["saliency"] = torch.zeros((1, *size))
+        elif isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+            d["saliency"] = torch.as_tensor(load_saliency_map(source, size), dtype=torch.float32)[None]
+        else:
+            raise LabelError(f"{_entry_name(d)}: 'saliency' must be a path to a PNG or .npy map, got {type(source)}")
         return d
 
 

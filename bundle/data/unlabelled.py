@@ -29,7 +29,9 @@ from .collate import multitask_collate
 #: The datalist list of unlabelled images.
 UNLABELLED: str = "unlabelled"
 #: Entry keys that carry each task's label (``mask_rle`` is a segmentation label too).
-TASK_LABEL_KEYS: dict[str, tuple[str, ...]] = {"cls": ("cls",), "det": ("boxes",), "seg": ("mask", "mask_rle")}
+TASK_LABEL_KEYS: dict[str, tuple[str, ...]] = {
+    "cls": ("cls",), "det": ("boxes",), "seg": ("mask", "mask_rle"), "sal": ("saliency",),
+}
 log = logging.getLogger("bundle.data")
 
 

@@ -17,7 +17,9 @@ from .gating import gated_forward
 from .precision import effective_amp
 
 #: Batch keys copied into the output so metrics can compare predictions with labels.
-LABEL_KEYS: tuple[str, ...] = ("cls", "cls_known", "has_cls", "mask", "has_seg", "boxes", "box_labels", "has_det")
+LABEL_KEYS: tuple[str, ...] = (
+    "cls", "cls_known", "has_cls", "mask", "has_seg", "boxes", "box_labels", "has_det", "saliency", "has_sal",
+)
 
 
 class MultiTaskEvaluator(SupervisedEvaluator):
@@ -91,7 +93,8 @@ class MultiTaskEvaluator(SupervisedEvaluator):
         return {k: v if v.dtype == torch.bool else v.float() for k, v in pred.items()}
 
     def predict(self, image: torch.Tensor) -> dict[str, Any]:
-        """Probabilities, decoded boxes and (when gating) the gate decisions of one batch (B, 1, W, H)."""
+        """Probabilities, decoded boxes, the saliency distribution (``sal_prob``, with a saliency head) and (when
+        gating) the gate decisions of one batch (B, 1, W, H)."""
         pred = self.forward(image)
         output: dict[str, Any] = {
             "cls_prob": torch.sigmoid(pred["cls"]),
@@ -100,6 +103,8 @@ class MultiTaskEvaluator(SupervisedEvaluator):
             "det_gate_prob": torch.sigmoid(pred["det_gate"])[:, 0],
             "seg_gate_prob": torch.sigmoid(pred["seg_gate"])[:, 0],
         }
+        if "sal" in pred:
+            output["sal_prob"] = pred["sal"].exp()
         if self.gate_thresholds is not None:
             output.update(
                 det_gated_in=pred["det_gated_in"], seg_gated_in=pred["seg_gated_in"], gate_thresholds=self.gate_thresholds

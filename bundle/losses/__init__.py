@@ -5,9 +5,10 @@ from .contrastive import ContrastiveLoss, label_groups
 from .fixmatch import FixMatchLoss, confident_targets
 from .kltv import KLTVLoss, bernoulli_kl
 from .multitask import DEFAULT_WEIGHTS, DiceBCELoss, MultiTaskLoss
+from .saliency import SaliencyLoss
 from .teacher_forcing import TeacherForcing
 
 __all__ = [
     "ContrastiveLoss", "DEFAULT_WEIGHTS", "DiceBCELoss", "FixMatchLoss", "KLTVLoss",
-    "MultiTaskLoss", "SegConsistencyLoss", "TeacherForcing", "bernoulli_kl", "confident_targets", "label_groups",
+    "MultiTaskLoss", "SaliencyLoss", "SegConsistencyLoss", "TeacherForcing", "bernoulli_kl", "confident_targets", "label_groups",
 ]

@@ -12,10 +12,13 @@ from torch import Tensor, nn
 from bundle.detection import CheXDetector
 from bundle.networks import deep_supervision_key
 
+from .saliency import SaliencyLoss
 from .teacher_forcing import TeacherForcing
 
 #: Loss terms and their default weights.
-DEFAULT_WEIGHTS: dict[str, float] = {"cls": 1.0, "seg": 1.0, "det": 1.0, "det_gate": 0.5, "seg_gate": 0.5}
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "cls": 1.0, "seg": 1.0, "det": 1.0, "det_gate": 0.5, "seg_gate": 0.5, "sal": 1.0,
+}
 _WEIGHT_OF: dict[str, str] = {"det_cls": "det", "det_box": "det"}
 
 
@@ -44,7 +47,9 @@ class MultiTaskLoss(nn.Module):
       scale's mask logits (upsampled to full size), weighted by ``weights["seg"]`` times that scale's
       ``deep_supervision_weights`` entry;
     - ``det``: the detector's focal classification + box regression losses;
-    - ``det_gate``/``seg_gate``: BCE of the positive-case classifiers against "has a box" / "has a mask pixel".
+    - ``det_gate``/``seg_gate``: BCE of the positive-case classifiers against "has a box" / "has a mask pixel";
+    - ``sal``: ``sal_loss`` of the saliency head's log-distribution against the ``saliency`` map, over the samples
+      that have one (``has_sal``).
 
     Returns a dict of every term (unweighted) and ``loss`` (the weighted sum).
 
@@ -60,6 +65,8 @@ class MultiTaskLoss(nn.Module):
             ``sigmoid=True``, MONAI's ``DiceLoss`` or ``TverskyLoss``; None: :class:`DiceBCELoss`.
         deep_supervision_weights: weight of each deep-supervision scale relative to ``seg`` (``seg_ds1`` first,
             the finest); None: ``0.5 ** k`` for ``seg_ds<k>``.
+        sal_loss: ``(log_pred, target) -> scalar`` for the saliency maps; None: KL divergence
+            (:class:`SaliencyLoss`).
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class MultiTaskLoss(nn.Module):
         teacher_forcing: TeacherForcing | None = None,
         seg_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
         deep_supervision_weights: Sequence[float] | None = None,
+        sal_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.detector = detector
@@ -80,6 +88,7 @@ class MultiTaskLoss(nn.Module):
             raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
         self.seg_loss = DiceBCELoss() if seg_loss is None else seg_loss
         self.deep_supervision_weights = None if deep_supervision_weights is None else list(deep_supervision_weights)
+        self.sal_loss = SaliencyLoss() if sal_loss is None else sal_loss
 
     def forward(self, pred: Mapping[str, Tensor], batch: Mapping[str, object]) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
@@ -93,10 +102,12 @@ class MultiTaskLoss(nn.Module):
         if "det_cls" in pred:
             selected = self._selected(pred, "det_gate", self._has_boxes(batch))
             terms.update(self._det(pred["det_cls"], pred["det_box"], batch, selected))
-        for gate, target in (("det_gate", self._has_boxes(batch)), ("seg_gate", self._has_mask(batch))):
+        for gate, truth in (("det_gate", self._has_boxes), ("seg_gate", self._has_mask)):
             if gate in pred:
                 flag = batch["has_det" if gate == "det_gate" else "has_seg"]
-                terms[gate] = self._masked_bce(pred[gate][:, 0], target, flag)
+                terms[gate] = self._masked_bce(pred[gate][:, 0], truth(batch), flag)
+        if "sal" in pred:
+            terms["sal"] = self._sal(pred["sal"], batch)
         weights = {k: self.weights.get(_WEIGHT_OF.get(k, k), 0.0) for k in terms}
         weights.update(self._deep_supervision_weights(len(deep)))
         terms["loss"] = sum((weights[k] * v for k, v in terms.items()), torch.zeros((), device=batch["image"].device))
@@ -156,6 +167,12 @@ class MultiTaskLoss(nn.Module):
             return _zero(logits)
         logits, mask = logits[flag], batch["mask"][flag].to(logits.dtype)
         return self.seg_loss(logits, mask)
+
+    def _sal(self, log_pred: Tensor, batch: Mapping[str, object]) -> Tensor:
+        flag = batch.get("has_sal")
+        if flag is None or not bool(flag.any()):
+            return _zero(log_pred)
+        return self.sal_loss(log_pred[flag], batch["saliency"][flag])
 
     def _det(
         self, det_cls: Tensor, det_box: Tensor, batch: Mapping[str, object], selected: Tensor

@@ -147,10 +147,10 @@ def saliency_intervals(
 
 
 class SaliencyMetric(Metric):
-    """Mean per-image CC, KL or SIM of ``saliency_pred`` (B, 1, W, H) against the gaze map ``saliency`` over the
-    samples with ``has_saliency``."""
+    """Mean per-image CC, KL or SIM of ``sal_prob`` (B, 1, W, H), the saliency head's distribution, against the
+    gaze map ``saliency`` over the samples with ``has_sal`` (the evaluator's output keys)."""
 
-    required_output_keys = ("saliency_pred", "saliency", "has_saliency")
+    required_output_keys = ("sal_prob", "saliency", "has_sal")
 
     def __init__(self, metric: DistributionMetric = "cc", output_transform: Callable = lambda x: x) -> None:
         if metric not in DISTRIBUTION_METRICS:

@@ -3,16 +3,17 @@
 from .attention_decoder import AttentionGate, AttentionPyramidDecoder, deep_supervision_key
 from .det_head import CheXDet
 from .discriminator import MaskDiscriminator
-from .encoder import BACKBONE_CHANNELS, CheXEnc
+from .encoder import BACKBONE_CHANNELS, CheXEnc, DualEncoder
 from .generator import DCGANGenerator
 from .heads import CheXCls, CheXSeg
 from .multichexnet import SEG_DECODERS, TASKS, MultiCheXNet
 from .saliency_bridge import BridgeExportError, SaliencyBridge, input_saliency
+from .saliency_head import SaliencyHead, log_distribution
 from .transfer import encoder_file, load_pretrained_encoder, transfer_network
 
 __all__ = [
     "AttentionGate", "AttentionPyramidDecoder", "BACKBONE_CHANNELS", "BridgeExportError", "CheXCls", "CheXDet",
-    "CheXEnc", "CheXSeg", "DCGANGenerator", "MaskDiscriminator", "MultiCheXNet", "SEG_DECODERS", "SaliencyBridge",
-    "TASKS",
+    "CheXEnc", "CheXSeg", "DCGANGenerator", "DualEncoder", "MaskDiscriminator", "MultiCheXNet", "SEG_DECODERS",
+    "SaliencyBridge", "SaliencyHead", "TASKS", "log_distribution",
     "deep_supervision_key", "encoder_file", "input_saliency", "load_pretrained_encoder", "transfer_network",
 ]

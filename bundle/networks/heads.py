@@ -1,4 +1,5 @@
-"""CheXCls and CheXSeg: the image-level and pixel-level heads on CheXEnc's features."""
+"""CheXCls (and its multi-scale fusion option) and CheXSeg: the image-level and pixel-level heads on CheXEnc's
+features."""
 
 from __future__ import annotations
 
@@ -26,6 +27,40 @@ class CheXCls(nn.Module):
 
     def forward(self, deepest: torch.Tensor) -> torch.Tensor:
         return self.dec(self.feats(self.pool(deepest)))
+
+
+class FusionCls(nn.Module):
+    """Multi-scale feature-fusion classifier (the gaze model's, Qiu et al., arXiv:2403.16970): every chosen encoder
+    level global-average pooled and, given a saliency map, the deepest level pooled under it (a saliency-weighted
+    mean), all concatenated before ``feats`` and ``dec``, which keep CheXCls's roles (``dec`` alone knows the
+    label set).
+
+    Args:
+        level_channels: channels of the fused encoder levels, coarsest last.
+        num_classes: outputs of ``dec``.
+        hidden_channels: width of ``feats``.
+        dropout: dropout after ``feats``.
+        saliency: whether a saliency map joins (the network has a saliency head).
+    """
+
+    def __init__(
+        self, level_channels: tuple[int, ...], num_classes: int = 14, hidden_channels: int = 256,
+        dropout: float = 0.2, saliency: bool = False,
+    ) -> None:
+        super().__init__()
+        fused = sum(level_channels) + (level_channels[-1] if saliency else 0)
+        self.feats = nn.Sequential(nn.Linear(fused, hidden_channels), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.dec = nn.Linear(hidden_channels, num_classes)
+
+    def forward(self, levels: list[torch.Tensor], log_saliency: torch.Tensor | None = None) -> torch.Tensor:
+        """``levels`` (B, C_i, H_i, W_i) and optionally the (B, 1, H, W) saliency log-probabilities to logits."""
+        pooled = [level.mean(dim=(2, 3)) for level in levels]
+        if log_saliency is not None:
+            deepest = levels[-1]
+            weights = F.adaptive_avg_pool2d(log_saliency.exp(), deepest.shape[2:])
+            weights = weights / weights.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+            pooled.append((deepest * weights).sum(dim=(2, 3)))
+        return self.dec(self.feats(torch.cat(pooled, dim=1)))
 
 
 class CheXSeg(nn.Module):

@@ -9,9 +9,10 @@ from torch import nn
 
 from .attention_decoder import AttentionPyramidDecoder, deep_supervision_key
 from .det_head import CheXDet
-from .encoder import CheXEnc
-from .heads import CheXCls, CheXSeg
+from .encoder import CheXEnc, DualEncoder
+from .heads import CheXCls, CheXSeg, FusionCls
 from .saliency_bridge import SaliencyBridge, input_saliency
+from .saliency_head import SaliencyHead
 
 #: Output keys: classification logits, mask logits, box logits and regressions, positive-case gate logits.
 TASKS: tuple[str, ...] = ("cls", "seg", "det", "det_gate", "seg_gate")
@@ -36,7 +37,7 @@ class MultiCheXNet(nn.Module):
     two positive-case classifiers that gate the detection and segmentation heads.
 
     ``forward(image, tasks)`` runs the encoder once and the requested heads (all when ``tasks`` is None) and
-    returns a dict: ``cls`` (B, num_classes) logits, ``seg`` (B, 1, H, W) logits, ``det_cls`` (B, A_total,
+    returns a dict (``sal`` too, with a saliency head): ``cls`` (B, num_classes) logits, ``seg`` (B, 1, H, W) logits, ``det_cls`` (B, A_total,
     num_det_classes) and ``det_box`` (B, A_total, 4) anchor outputs, ``det_gate``/``seg_gate`` (B, 1) logits.
     With ``deep_supervision``, in training mode only, ``seg_ds1`` ... ``seg_ds4`` (B, 1, H, W) join ``seg``: the
     mask logits of the decoder scales at strides 2 ... 16, upsampled (:func:`deep_supervision_key`).
@@ -62,12 +63,19 @@ class MultiCheXNet(nn.Module):
             convolution) to it (None: none; ``unet`` only).
         saliency_bridge: feed CheXCls's input-gradient saliency and the image into CheXSeg's coarsest stage
             (:mod:`bundle.networks.saliency_bridge`; eager only, export refuses it).
+        encoders: two backbone names for a :class:`DualEncoder` (e.g. ``["densenet201", "se_resnet50"]``), whose
+            concatenated features every head shares; None: the one CheXEnc of ``backbone``.
+        saliency_head: add :class:`SaliencyHead`, the ``sal`` output: (B, 1, H, W) log-probabilities of where a
+            radiologist looks, on the same encoder pass, never gated.
+        cls_fusion: encoder levels (e.g. ``[2, 3, 4]``, strides 8-32) fused by :class:`FusionCls` for ``cls``,
+            with the saliency head's map when there is one (then ``cls`` runs the saliency head too); None:
+            CheXCls on the deepest level.
 
     ``tasks=[]`` runs nothing (not even the encoder) and returns an empty dict.
     """
 
     __jit_ignored_attributes__ = ["init_args"]
-    __constants__ = ["deep_supervision"]
+    __constants__ = ["deep_supervision", "fused"]
 
     def __init__(
         self,
@@ -85,6 +93,9 @@ class MultiCheXNet(nn.Module):
         saliency_bridge: bool = False,
         seg_output_stride: int = 1,
         seg_skip_channels: Optional[int] = None,
+        encoders: Optional[List[str]] = None,
+        saliency_head: bool = False,
+        cls_fusion: Optional[List[int]] = None,
     ) -> None:
         super().__init__()
         if seg_decoder not in SEG_DECODERS:
@@ -101,10 +112,23 @@ class MultiCheXNet(nn.Module):
             "seg_channels": list(seg_channels), "det_levels": list(det_levels), "fpn_channels": fpn_channels,
             "seg_decoder": seg_decoder, "deep_supervision": deep_supervision, "saliency_bridge": saliency_bridge,
             "seg_output_stride": seg_output_stride, "seg_skip_channels": seg_skip_channels,
+            "encoders": None if encoders is None else list(encoders), "saliency_head": saliency_head,
+            "cls_fusion": None if cls_fusion is None else list(cls_fusion),
         }
-        self.encoder = CheXEnc(backbone, in_channels)
+        self.encoder: nn.Module = (
+            CheXEnc(backbone, in_channels) if encoders is None else DualEncoder(tuple(encoders), in_channels)
+        )
         channels = self.encoder.out_channels
-        self.cls_head = CheXCls(channels[-1], num_classes, cls_hidden)
+        if cls_fusion is not None and (saliency_bridge or not cls_fusion or max(cls_fusion) >= len(channels)):
+            raise ValueError(f"cls_fusion must name encoder levels 0-{len(channels) - 1} without saliency_bridge, "
+                             f"got {cls_fusion}")
+        self.fused = cls_fusion is not None
+        self.fusion_levels: List[int] = [] if cls_fusion is None else list(cls_fusion)
+        self.cls_head: nn.Module = (
+            CheXCls(channels[-1], num_classes, cls_hidden)
+            if cls_fusion is None
+            else FusionCls(tuple(channels[i] for i in cls_fusion), num_classes, cls_hidden, saliency=saliency_head)
+        )
         self.deep_supervision = deep_supervision
         self.seg_head: nn.Module = (
             CheXSeg(channels, tuple(seg_channels), in_channels, output_stride=seg_output_stride,
@@ -116,6 +140,7 @@ class MultiCheXNet(nn.Module):
         self.det_gate = CheXCls(channels[-1], 1, cls_hidden)
         self.seg_gate = CheXCls(channels[-1], 1, cls_hidden)
         self.bridge = SaliencyBridge(in_channels, channels[-1]) if saliency_bridge else None
+        self.sal_head = SaliencyHead(channels, in_channels=in_channels) if saliency_head else None
         self.negative_logit = NEGATIVE_LOGIT
 
     def forward(self, image: torch.Tensor, tasks: Optional[List[str]] = None) -> Dict[str, torch.Tensor]:
@@ -131,7 +156,7 @@ class MultiCheXNet(nn.Module):
     def _forward_bridged(self, image: torch.Tensor, tasks: Optional[List[str]]) -> Dict[str, torch.Tensor]:
         """:meth:`forward` with the saliency bridge; ``cls`` is the logits the saliency came from."""
         features, cls, saliency = self._encode_bridged(image)
-        out = self.forward_heads(image, features, [t for t in tasks or TASKS if t != "cls"], saliency)
+        out = self.forward_heads(image, features, [t for t in tasks or [*TASKS, "sal"] if t != "cls"], saliency)
         if tasks is None or "cls" in tasks:
             out["cls"] = cls
         return out
@@ -152,14 +177,15 @@ class MultiCheXNet(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """Positive-case gating on one encoder pass: the detection and segmentation heads run only on the images
         whose gate probability reaches its threshold; the others get :data:`NEGATIVE_LOGIT` logits (an empty mask,
-        no boxes) and zero box regressions. Adds ``det_gated_in`` and ``seg_gated_in`` (B,) booleans.
+        no boxes) and zero box regressions. Adds ``det_gated_in`` and ``seg_gated_in`` (B,) booleans. A saliency
+        head runs on every image.
         """
         saliency: Optional[torch.Tensor] = None
         if self.bridge is not None:
             features, cls, saliency = self._encode_bridged(image)
         else:
             features = self.encoder(image)
-        out = self.forward_heads(image, features, ["cls", "det_gate", "seg_gate"])
+        out = self.forward_heads(image, features, ["cls", "det_gate", "seg_gate", "sal"])
         det_in = torch.sigmoid(out["det_gate"][:, 0]) >= det_threshold
         seg_in = torch.sigmoid(out["seg_gate"][:, 0]) >= seg_threshold
         batch = image.shape[0]
@@ -203,8 +229,11 @@ class MultiCheXNet(nn.Module):
         (B, 1, H, W) feeds the saliency bridge, if the network has one."""
         out: Dict[str, torch.Tensor] = {}
         deepest = features[-1]
+        sal_head = self.sal_head
+        if sal_head is not None and (tasks is None or "sal" in tasks or ("cls" in tasks and self.fused)):
+            out["sal"] = sal_head(image, features)
         if tasks is None or "cls" in tasks:
-            out["cls"] = self.cls_head(deepest)
+            out["cls"] = self._cls(features, out.get("sal"))
         if tasks is None or "det_gate" in tasks:
             out["det_gate"] = self.det_gate(deepest)
         if tasks is None or "seg_gate" in tasks:
@@ -222,3 +251,9 @@ class MultiCheXNet(nn.Module):
             out["det_cls"] = det_cls
             out["det_box"] = det_box
         return out
+
+    def _cls(self, features: List[torch.Tensor], log_saliency: Optional[torch.Tensor]) -> torch.Tensor:
+        """CheXCls on the deepest level, or FusionCls on the fused levels (and the saliency map)."""
+        if self.fused:
+            return self.cls_head([features[i] for i in self.fusion_levels], log_saliency)
+        return self.cls_head(features[-1])

@@ -32,7 +32,7 @@ def encoder_file(net: MultiCheXNet, **extra: Any) -> dict[str, Any]:
     """The content of an encoder file: CheXEnc's weights, its backbone and input channels, and ``extra`` entries
     (the projection head)."""
     args = net.init_args
-    return {"encoder": net.encoder.state_dict(), "backbone": args["backbone"], "in_channels": args["in_channels"],
+    return {"encoder": net.encoder.state_dict(), "backbone": net.encoder.backbone, "in_channels": args["in_channels"],
             **extra}
 
 
@@ -60,12 +60,13 @@ def load_pretrained_encoder(net: MultiCheXNet, path: str | Path | None) -> Multi
             f"{path}: not an encoder file (needs {list(ENCODER_FILE_KEYS)}, has {found}); write one with "
             "configs/ssl_pretrain.json, or load a whole model with configs/transfer.json"
         )
-    mine = net.init_args
+    mine = {"backbone": net.encoder.backbone, "in_channels": net.init_args["in_channels"]}  # "a+b": a dual encoder
     if state["backbone"] != mine["backbone"] or int(state["in_channels"]) != int(mine["in_channels"]):
         raise ValueError(
             f"{path}: encoder of backbone {state['backbone']!r} with {state['in_channels']} input channel(s), but "
             f"the network's backbone is {mine['backbone']!r} with {mine['in_channels']}: set "
-            f"--network_def#backbone {state['backbone']}, or pretrain a {mine['backbone']} encoder"
+            f"--network_def#backbone {state['backbone']} (or --network_def#encoders for a dual encoder), or "
+            f"pretrain a {mine['backbone']} encoder"
         )
     try:
         net.encoder.load_state_dict(state["encoder"], strict=True)

@@ -1,0 +1,184 @@
+"""The gaze model's pieces: the saliency head (``sal``), the dual encoder, the fusion classifier, the saliency loss,
+saliency maps in the data path, the demo's synthetic gaze, and the staged protocol run through the bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bundle.data import LoadSaliencyd, add_demo_gaze, make_demo_dataset, multitask_collate
+from bundle.data.gaze import SaliencyMapError, center_bias_map, load_saliency_map, save_saliency_map
+from bundle.detection import CheXDetector
+from bundle.losses import MultiTaskLoss, SaliencyLoss
+from bundle.metrics.saliency import cc
+from bundle.networks import BACKBONE_CHANNELS, DualEncoder, MultiCheXNet, transfer_network
+from bundle.packaging import read_package
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_saliency_head_is_a_distribution_on_the_shared_pass_and_scripts() -> None:
+    torch.manual_seed(0)
+    net = MultiCheXNet(saliency_head=True).eval()
+    image = torch.rand(2, 1, 64, 96)
+    calls = []
+    hook = net.encoder.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        out = net(image)
+        hook.remove()
+        assert len(calls) == 1 and out["sal"].shape == (2, 1, 64, 96)
+        torch.testing.assert_close(out["sal"].exp().sum(dim=(1, 2, 3)), torch.ones(2))
+        assert set(net(image, ["sal"])) == {"sal"}
+        gated = net.forward_gated(image, 1.1, 1.1)  # nothing passes the gates; the saliency map is never gated
+        torch.testing.assert_close(gated["sal"], out["sal"])
+        scripted = torch.jit.script(net)
+        torch.testing.assert_close(scripted(image)["sal"], out["sal"])
+    assert "sal" not in MultiCheXNet().eval()(image)
+
+
+def test_saliency_and_fusion_outputs_match_in_onnx_runtime(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from bundle.onnx_export import export_onnx, output_names
+
+    torch.manual_seed(0)
+    net = MultiCheXNet(saliency_head=True, cls_fusion=[2, 3, 4]).eval()
+    export_onnx(net, tmp_path / "gaze.onnx")
+    names = list(output_names(net))
+    assert names[-1] == "sal"
+    image = torch.rand(1, 1, 64, 96)
+    got = dict(zip(names, ort.InferenceSession(str(tmp_path / "gaze.onnx")).run(names, {"image": image.numpy()})))
+    with torch.no_grad():
+        ref = net(image)
+    for key in ("cls", "sal", "seg"):
+        torch.testing.assert_close(torch.from_numpy(got[key]), ref[key], atol=1e-4, rtol=1e-4)
+
+
+def test_dual_encoder_concatenates_densenet201_and_se_resnet50() -> None:
+    assert DualEncoder(("densenet201", "se_resnet50")).out_channels == tuple(
+        a + b for a, b in zip(BACKBONE_CHANNELS["densenet201"], BACKBONE_CHANNELS["se_resnet50"])
+    )
+    torch.manual_seed(0)
+    net = MultiCheXNet(encoders=["densenet201", "se_resnet50"], saliency_head=True, num_classes=3).eval()
+    image = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        features = net.encoder(image)
+        assert [f.shape[1] for f in features] == [128, 512, 1024, 2816, 3968]
+        out = net(image)
+        assert out["cls"].shape == (1, 3) and out["sal"].shape == (1, 1, 64, 64)
+        rebuilt = MultiCheXNet(**net.init_args).eval()
+        rebuilt.load_state_dict(net.state_dict())
+        torch.testing.assert_close(rebuilt(image)["sal"], out["sal"])
+    with pytest.raises(ValueError, match="DualEncoder takes two backbones"):
+        DualEncoder(("densenet201",))
+
+
+def test_fusion_classifier_reads_several_levels_and_the_saliency_map() -> None:
+    torch.manual_seed(0)
+    net = MultiCheXNet(saliency_head=True, cls_fusion=[2, 3, 4]).eval()
+    image = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        before = net(image, ["cls"])
+        assert set(before) == {"cls", "sal"}  # cls needs the saliency map
+        for p in net.sal_head.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+        after = net(image, ["cls"])
+    assert not torch.allclose(before["cls"], after["cls"])  # the map feeds the classifier
+    assert net.cls_head.feats[0].in_features == 128 + 256 + 512 + 512
+    moved = transfer_network(net, None, 2)  # transfer learning swaps dec alone, as for CheXCls
+    assert moved.cls_head.dec.out_features == 2 and moved(image, ["cls"])["cls"].shape == (2, 2)
+    with pytest.raises(ValueError, match="cls_fusion must name encoder levels 0-4"):
+        MultiCheXNet(backbone="resnet18", cls_fusion=[5])
+
+
+def test_saliency_loss_kl_hand_value_and_cc_term() -> None:
+    target = torch.tensor([0.5, 0.25, 0.25, 0.0]).view(1, 1, 2, 2)
+    pred = torch.tensor([0.25, 0.25, 0.25, 0.25]).view(1, 1, 2, 2)
+    expected = 0.5 * np.log(0.5 / 0.25)  # the 0.25 / 0.25 terms and the zero-target term add nothing
+    assert float(SaliencyLoss()(pred.log(), target)) == pytest.approx(expected, abs=1e-6)
+    assert float(SaliencyLoss()(target.clamp_min(1e-9).log(), target * 4)) == pytest.approx(0.0, abs=1e-6)
+    # the CC term rewards the map that matches the target (loss -1 at a perfect match)
+    assert float(SaliencyLoss(kl=0.0, cc=1.0)(target.clamp_min(1e-9).log(), target)) == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_multitask_loss_uses_saliency_only_where_a_map_exists() -> None:
+    loss = MultiTaskLoss(CheXDetector(), weights={"sal": 1.0})
+    log_pred = torch.log_softmax(torch.randn(2, 16), 1).view(2, 1, 4, 4)
+    target = torch.rand(2, 1, 4, 4)
+    batch = {"image": torch.zeros(2, 1, 4, 4), "saliency": target, "has_sal": torch.tensor([True, False])}
+    terms = loss({"sal": log_pred}, batch)
+    torch.testing.assert_close(terms["sal"], SaliencyLoss()(log_pred[:1], target[:1]))
+    batch["has_sal"] = torch.tensor([False, False])
+    assert float(loss({"sal": log_pred}, batch)["loss"]) == 0.0
+
+
+def test_load_saliency_reads_resizes_flags_and_names_bad_files(tmp_path: Path) -> None:
+    values = np.zeros((32, 16))
+    values[4:8, 2:6] = 1.0
+    save_saliency_map(values, tmp_path / "map.png")
+    out = LoadSaliencyd()({"image": torch.zeros(1, 64, 32), "saliency": str(tmp_path / "map.png")})
+    assert out["has_sal"] and out["saliency"].shape == (1, 64, 32)
+    assert float(out["saliency"].sum()) == pytest.approx(1.0, abs=1e-5)
+    assert float(out["saliency"][0, 7:17, 3:13].sum()) > 0.97  # the hot spot, scaled by 2 (bilinear edges)
+    none = LoadSaliencyd()({"image": torch.zeros(1, 64, 32)})
+    assert not none["has_sal"] and float(none["saliency"].abs().sum()) == 0.0
+    batch = multitask_collate([out, none])
+    assert batch["saliency"].shape == (2, 1, 64, 32) and batch["has_sal"].tolist() == [True, False]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(SaliencyMapError, match="broken.png"):
+        LoadSaliencyd()({"image": torch.zeros(1, 64, 32), "saliency": str(tmp_path / "broken.png")})
+
+
+def test_demo_gaze_falls_on_the_lesions_with_reader_variability(tmp_path: Path) -> None:
+    datalist = make_demo_dataset(tmp_path / "demo", num_train=24, num_val=6, num_test=6, size=64)
+    gaze = add_demo_gaze(datalist)
+    content = json.loads(gaze.read_text())
+    entries = content["training"]
+    assert all("saliency" in e and "fixations" in e for e in entries)
+    inside, area, counts = [], [], set()
+    for entry in entries:
+        values = load_saliency_map(tmp_path / "demo" / entry["saliency"])
+        fixations = np.load(tmp_path / "demo" / entry["fixations"])
+        assert values.shape == (64, 64) and values.sum() == pytest.approx(1.0)
+        assert (fixations[:, :2] >= 0).all() and (fixations[:, :2] < 64).all() and (fixations[:, 2] > 0).all()
+        counts.add(len(fixations))
+        for x1, y1, x2, y2 in entry["boxes"]:
+            inside.append(values[int(x1):int(x2), int(y1):int(y2)].sum())
+            area.append((x2 - x1) * (y2 - y1) / 64**2)
+    assert inside and np.mean(inside) > 3 * np.mean(area)  # gaze concentrates on the boxes
+    assert len(counts) > 3  # readers and images differ in how many fixations they make
+    stamp = gaze.stat().st_mtime_ns
+    assert add_demo_gaze(datalist) == gaze and gaze.stat().st_mtime_ns == stamp  # reused
+
+
+def test_saliency_protocol_runs_its_stages_and_learns_the_gaze(tmp_path: Path) -> None:
+    """The staged protocol (contrastive, saliency head, fusion classifier, joint) through ``monai.bundle run``:
+    each phase's checkpoint, a model file that rebuilds the gaze network, and a saliency head whose validation
+    CC moved above its untrained value and the centre-bias baseline's."""
+    gaze = add_demo_gaze(make_demo_dataset(tmp_path / "demo", num_train=48, num_val=12, num_test=6, size=64))
+    configs = "['configs/train.json','configs/saliency.json','configs/ssl_pretrain.json','configs/saliency_protocol.json']"
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs,
+         "--datalist_file", str(gaze), "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"),
+         "--stage_epochs", "{'ssl': 1, 'sal': 3, 'cls': 1, 'joint': 1}", "--val_interval", "1",
+         "--image_size", "[64,64]", "--batch_size", "8", "--ssl_batch_size", "8"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for phase in ("ssl_pretrain", "saliency_head", "fusion_classifier", "joint"):
+        assert (tmp_path / "models" / f"phase_{phase}.pt").is_file()
+    package = read_package(tmp_path / "models" / "model.pt")
+    assert package.network_args["saliency_head"] and package.network_args["cls_fusion"] == [2, 3, 4]
+    log = result.stdout + result.stderr
+    values = [float(line.split("val_sal_cc: ")[1].split()[0]) for line in log.splitlines() if "val_sal_cc: " in line]
+    assert len(values) == 6
+    validation = json.loads(gaze.read_text())["validation"]
+    centre = np.mean([cc(center_bias_map((64, 64)), load_saliency_map(tmp_path / "demo" / e["saliency"]))
+                      for e in validation])
+    assert values[0] < centre < max(values[1:])
