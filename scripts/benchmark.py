@@ -47,13 +47,15 @@ SINGLE_TASKS = (["cls"], ["seg"], ["det"])
 GATE_THRESHOLDS = (0.5, 0.5)
 
 
-def _measure(variant: str, size: int, batch_size: int, iterations: int, backbone: str, device: str, queue) -> None:
+def _measure(
+    variant: str, size: int, batch_size: int, iterations: int, backbone: str, device: str, network_args: dict, queue
+) -> None:
     torch.manual_seed(0)
     dev = torch.device(device)
     if variant == "multitask":
-        runs = [(MultiCheXNet(backbone=backbone).to(dev).eval(), None)]
+        runs = [(MultiCheXNet(backbone=backbone, **network_args).to(dev).eval(), None)]
     else:
-        runs = [(MultiCheXNet(backbone=backbone).to(dev).eval(), tasks) for tasks in SINGLE_TASKS]
+        runs = [(MultiCheXNet(backbone=backbone, **network_args).to(dev).eval(), tasks) for tasks in SINGLE_TASKS]
     image = torch.rand(batch_size, 1, size, size, device=dev)
 
     def step() -> None:
@@ -255,16 +257,19 @@ def benchmark_heads(
 
 
 def benchmark_tasks(
-    sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, device: str
+    sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, device: str,
+    network_args: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """One row per image size: one multi-task pass vs three single-task models (see the module docstring)."""
+    """One row per image size: one multi-task pass vs three single-task models (see the module docstring), all
+    built with ``network_args``."""
     rows = []
     for size in sizes:
-        multi = _run_child("multitask", size, batch_size, iterations, backbone, device)
-        single = _run_child("single", size, batch_size, iterations, backbone, device)
+        multi = _run_child("multitask", size, batch_size, iterations, backbone, device, network_args or {})
+        single = _run_child("single", size, batch_size, iterations, backbone, device, network_args or {})
         row = {
             "size": size,
             "backbone": backbone,
+            "network_args": network_args or {},
             "device": device,
             "batch_size": batch_size,
             "multitask_images_per_s": round(multi["images_per_s"], 2),
@@ -296,11 +301,11 @@ def benchmark(
         compare: ``tasks`` (multi-task vs three single-task models, on ``device``), ``runtimes`` (eager vs
             TorchScript vs ONNX Runtime, CPU, ``rounds`` interleaved timed blocks, ``threads`` intra-op threads
             for PyTorch and ONNX Runtime alike, default PyTorch's) or ``heads`` (the heads' cost over the
-            encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise,
-            ``network_args`` further MultiCheXNet arguments).
+            encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise);
+        network_args: further MultiCheXNet arguments (``tasks`` and ``heads``), e.g. ``{"seg_skip_channels": 128}``.
     """
     if compare == "tasks":
-        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device)
+        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, network_args)
     elif compare == "runtimes":
         rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads)
     elif compare == "heads":

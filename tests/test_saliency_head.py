@@ -16,6 +16,7 @@ import torch
 from bundle.data import LoadSaliencyd, add_demo_gaze, make_demo_dataset, multitask_collate
 from bundle.data.gaze import SaliencyMapError, center_bias_map, load_saliency_map, save_saliency_map
 from bundle.detection import CheXDetector
+from bundle.explain import grad_cam, mass_inside
 from bundle.losses import MultiTaskLoss, SaliencyLoss
 from bundle.metrics.saliency import cc
 from bundle.networks import BACKBONE_CHANNELS, DualEncoder, MultiCheXNet, transfer_network
@@ -81,7 +82,7 @@ def test_dual_encoder_concatenates_densenet201_and_se_resnet50() -> None:
 
 def test_fusion_classifier_reads_several_levels_and_the_saliency_map() -> None:
     torch.manual_seed(0)
-    net = MultiCheXNet(saliency_head=True, cls_fusion=[2, 3, 4]).eval()
+    net = MultiCheXNet(backbone="resnet18", saliency_head=True, cls_fusion=[2, 3, 4]).eval()
     image = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
         before = net(image, ["cls"])
@@ -95,6 +96,41 @@ def test_fusion_classifier_reads_several_levels_and_the_saliency_map() -> None:
     assert moved.cls_head.dec.out_features == 2 and moved(image, ["cls"])["cls"].shape == (2, 2)
     with pytest.raises(ValueError, match="cls_fusion must name encoder levels 0-4"):
         MultiCheXNet(backbone="resnet18", cls_fusion=[5])
+
+
+def test_grad_cam_follows_the_channel_the_logit_reads() -> None:
+    """A classifier whose finding 0 reads channel 7 of the deepest level (and finding 1 nothing): Grad-CAM of 0 is
+    that channel's map, upsampled and normalised; of 1 all zero; the network's mode is left as it was."""
+    torch.manual_seed(0)
+    net = MultiCheXNet(backbone="resnet18", num_classes=2, cls_hidden=4).train()
+    feats, dec = net.cls_head.feats[1], net.cls_head.dec
+    with torch.no_grad():
+        for layer in (feats, dec):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        feats.weight[0, 7] = 1.0
+        dec.weight[0, 0] = 2.0
+    image = torch.rand(1, 1, 64, 64)
+    cams = grad_cam(net, image, [0, 1])
+    assert net.training
+    with torch.no_grad():
+        channel = net.eval().encoder(image)[-1][:, 7:8]
+    expected = torch.nn.functional.interpolate(channel, size=(64, 64), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(cams[:, :1], expected / expected.sum())
+    assert float(cams[:, 1].abs().sum()) == 0.0
+    bridged = MultiCheXNet(backbone="resnet18", saliency_bridge=True)
+    with pytest.raises(ValueError, match="input-gradient saliency"):
+        grad_cam(bridged, image)
+
+
+def test_mass_inside_hand_values() -> None:
+    values = np.array([[1.0, 3.0], [0.0, 4.0]])
+    region = np.array([[True, False], [False, True]])
+    assert mass_inside(values, region) == pytest.approx(5 / 8)
+    assert mass_inside(np.ones((4, 4)), np.eye(4, dtype=bool)) == pytest.approx(4 / 16)  # uniform: the area
+    assert np.isnan(mass_inside(np.zeros((2, 2)), region))
+    with pytest.raises(ValueError, match="differ"):
+        mass_inside(values, region[:1])
 
 
 def test_saliency_loss_kl_hand_value_and_cc_term() -> None:
@@ -157,28 +193,91 @@ def test_demo_gaze_falls_on_the_lesions_with_reader_variability(tmp_path: Path) 
     assert add_demo_gaze(datalist) == gaze and gaze.stat().st_mtime_ns == stamp  # reused
 
 
-def test_saliency_protocol_runs_its_stages_and_learns_the_gaze(tmp_path: Path) -> None:
-    """The staged protocol (contrastive, saliency head, fusion classifier, joint) through ``monai.bundle run``:
-    each phase's checkpoint, a model file that rebuilds the gaze network, and a saliency head whose validation
-    CC moved above its untrained value and the centre-bias baseline's."""
-    gaze = add_demo_gaze(make_demo_dataset(tmp_path / "demo", num_train=48, num_val=12, num_test=6, size=64))
+@pytest.fixture(scope="module")
+def gaze_protocol(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The staged protocol (contrastive, saliency head, fusion classifier, joint) run through ``monai.bundle`` on a
+    64-pixel demo set with synthetic gaze."""
+    work = tmp_path_factory.mktemp("gaze")
+    gaze = add_demo_gaze(make_demo_dataset(work / "demo", num_train=48, num_val=12, num_test=6, size=64))
     configs = "['configs/train.json','configs/saliency.json','configs/ssl_pretrain.json','configs/saliency_protocol.json']"
     result = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs,
-         "--datalist_file", str(gaze), "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval"),
+         "--datalist_file", str(gaze), "--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"),
          "--stage_epochs", "{'ssl': 1, 'sal': 3, 'cls': 1, 'joint': 1}", "--val_interval", "1",
          "--image_size", "[64,64]", "--batch_size", "8", "--ssl_batch_size", "8"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"work": work, "gaze": gaze, "log": result.stdout + result.stderr}
+
+
+def test_saliency_protocol_runs_its_stages_and_learns_the_gaze(gaze_protocol: dict) -> None:
+    """Each phase's checkpoint, a model file that rebuilds the gaze network, and a saliency head whose validation
+    CC moved above its untrained value and the centre-bias baseline's."""
+    work = gaze_protocol["work"]
     for phase in ("ssl_pretrain", "saliency_head", "fusion_classifier", "joint"):
-        assert (tmp_path / "models" / f"phase_{phase}.pt").is_file()
-    package = read_package(tmp_path / "models" / "model.pt")
+        assert (work / "models" / f"phase_{phase}.pt").is_file()
+    package = read_package(work / "models" / "model.pt")
     assert package.network_args["saliency_head"] and package.network_args["cls_fusion"] == [2, 3, 4]
-    log = result.stdout + result.stderr
-    values = [float(line.split("val_sal_cc: ")[1].split()[0]) for line in log.splitlines() if "val_sal_cc: " in line]
+    values = [float(line.split("val_sal_cc: ")[1].split()[0])
+              for line in gaze_protocol["log"].splitlines() if "val_sal_cc: " in line]
     assert len(values) == 6
-    validation = json.loads(gaze.read_text())["validation"]
-    centre = np.mean([cc(center_bias_map((64, 64)), load_saliency_map(tmp_path / "demo" / e["saliency"]))
+    validation = json.loads(gaze_protocol["gaze"].read_text())["validation"]
+    centre = np.mean([cc(center_bias_map((64, 64)), load_saliency_map(work / "demo" / e["saliency"]))
                       for e in validation])
     assert values[0] < centre < max(values[1:])
+
+
+def test_inference_writes_the_saliency_map_for_slicer_and_in_the_record(gaze_protocol: dict, tmp_path: Path) -> None:
+    """``run inference`` with the checkpoint directory alone: per image a heat overlay, a float NIfTI map over the
+    source and the record's ``saliency`` entry (schema-valid); a file that is not an image gets its error line."""
+    jsonschema = pytest.importorskip("jsonschema")
+    work, inputs = gaze_protocol["work"], tmp_path / "in"
+    inputs.mkdir()
+    test = json.loads(gaze_protocol["gaze"].read_text())["testing"][:2]
+    for entry in test:
+        (inputs / Path(entry["image"]).name).write_bytes((work / "demo" / entry["image"]).read_bytes())
+    (inputs / "notes.txt").write_text("not an image")
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", "configs/inference.json",
+         "--ckpt_dir", str(work / "models"), "--input_dir", str(inputs), "--output_dir", str(tmp_path / "out")],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    schema = json.loads((ROOT / "docs" / "schemas" / "prediction.schema.json").read_text())
+    nib = pytest.importorskip("nibabel")
+    for entry in test:
+        stem = Path(entry["image"]).stem
+        record = json.loads((tmp_path / "out" / f"{stem}_pred.json").read_text())
+        jsonschema.validate(record, schema)
+        assert record["files"]["saliency"] == f"{stem}_saliency.png"
+        peak = record["saliency"]["peak"]
+        volume = nib.load(tmp_path / "out" / record["files"]["saliency_nifti"]).get_fdata()
+        assert volume.shape == (64, 64, 1) and volume.max() == pytest.approx(1.0)
+        assert volume[peak[0], peak[1], 0] == pytest.approx(1.0)
+    errors = json.loads((tmp_path / "out" / "errors.json").read_text())
+    assert [Path(e["file"]).name for e in errors] == ["notes.txt"]
+
+
+def test_saliency_report_scores_the_head_the_baselines_and_lung_mass(gaze_protocol: dict, tmp_path: Path) -> None:
+    """``scripts/saliency_report.py``: the five metrics with CIs for the head and both baselines, and the mass of
+    Grad-CAM and the saliency map inside the true lungs of the shared COVID images (skipped without them)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import saliency_report
+
+    ckpt = str(gaze_protocol["work"] / "models" / "model.pt")
+    scores = saliency_report.gaze(ckpt, str(gaze_protocol["gaze"]), resamples=50)
+    assert set(scores["models"]) == {"saliency_head", "centre_bias", "mean_gaze"}
+    for metrics in scores["models"].values():
+        assert set(metrics) == {"cc", "kl", "sim", "nss", "auc_judd"}
+        assert all(low <= value <= high for value, low, high in metrics.values())
+    covid = ROOT.parent / "shared" / "data" / "covid"
+    if not covid.is_dir():
+        pytest.skip(f"shared COVID samples not found at {covid}")
+    datalist = tmp_path / "covid.json"
+    subprocess.run([sys.executable, "scripts/prepare.py", "covid", str(covid / "metadata.csv"), str(datalist),
+                    "--images_dir", str(covid / "images"), "--masks_dir", str(covid / "lung_masks")],
+                   cwd=ROOT, check=True, capture_output=True)
+    lungs = saliency_report.lungs(ckpt, str(datalist), split="testing", resamples=50)
+    assert lungs["images"] > 0 and set(lungs["mass_in_lungs"]) == {"grad_cam", "uniform", "saliency_head"}
+    assert all(0 <= low <= value <= high <= 1 for value, low, high in lungs["mass_in_lungs"].values())

@@ -22,7 +22,7 @@ from .schema import SCHEMA_VERSION
 
 #: Head output keys of the detector's decoded boxes, and the network's per-image keys.
 BOX_KEYS: tuple[str, ...] = ("boxes", "scores", "labels")
-NETWORK_KEYS: tuple[str, ...] = ("cls", "seg", "det_gate", "seg_gate", "det_gated_in", "seg_gated_in")
+NETWORK_KEYS: tuple[str, ...] = ("cls", "seg", "det_gate", "seg_gate", "det_gated_in", "seg_gated_in", "sal")
 #: Decimals kept in the record: probabilities and scores, pixel coordinates, millimetres.
 PROB_DECIMALS, PIXEL_DECIMALS, MM_DECIMALS = 6, 3, 3
 
@@ -63,7 +63,8 @@ class Decision:
     """The findings of one image under ``policy``, at its original size ``image_size`` (W, H).
 
     ``mask`` (W, H) bool and ``seg_prob`` (W, H) float32 are None without a segmentation output; both are
-    empty where the segmentation gate is shut. ``warnings`` are ``{code, message}`` items.
+    empty where the segmentation gate is shut. ``warnings`` are ``{code, message}`` items. ``saliency`` (W, H)
+    float32 summing to 1 is the saliency head's map of where a radiologist looks, None without the head.
     """
 
     policy: DecisionPolicy
@@ -75,6 +76,7 @@ class Decision:
     seg_prob: np.ndarray | None
     boxes: list[BoxDecision]
     warnings: list[dict[str, str]] = field(default_factory=list)
+    saliency: np.ndarray | None = None
 
     @property
     def positive_findings(self) -> list[str]:
@@ -192,7 +194,12 @@ def decide(
             raise ValueError(f"box labels {found} out of range for det_class_names {list(names)}")
         for box, score, label in zip(scale_boxes(kept, model, original), scores, labels):
             boxes.append(BoxDecision(tuple(float(c) for c in box), float(score), names[int(label)]))
-    return Decision(policy, original, model, _findings(heads, policy), gates, mask, prob, boxes, warnings)
+    saliency = None
+    if "sal" in heads:
+        sal = np.exp(as_numpy(heads["sal"]).reshape(model))
+        saliency = resize_bilinear(sal / sal.sum(), original)
+        saliency = (saliency / saliency.sum()).astype(np.float32)
+    return Decision(policy, original, model, _findings(heads, policy), gates, mask, prob, boxes, warnings, saliency)
 
 
 def box_in_mm(box: Sequence[float], spacing: Sequence[float]) -> dict[str, list[float]]:
@@ -243,6 +250,12 @@ def prediction_record(
             "area_fraction": _number(pixels / decision.mask.size),
             "area_mm2": _number(pixels * float(mm[0]) * float(mm[1]), MM_DECIMALS) if mm is not None else None,
         }
+    saliency = None
+    if decision.saliency is not None:
+        peak = np.unravel_index(int(np.argmax(decision.saliency)), decision.saliency.shape)
+        inside = float(decision.saliency[decision.mask].sum()) if decision.mask is not None and decision.mask.any() else None
+        saliency = {"source": "saliency_head", "peak": [int(peak[0]), int(peak[1])],
+                    "mass_in_mask": _number(inside) if inside is not None else None}
     boxes = []
     for b in decision.boxes:
         sized = box_in_mm(b.box, mm) if mm is not None else {"box_mm": None, "size_mm": None}
@@ -279,4 +292,5 @@ def prediction_record(
         "boxes": boxes,
         "files": {"mask": None, "overlay": None, **dict(files or {})},
         "warnings": [{"code": str(w["code"]), "message": str(w["message"])} for w in (*warnings, *decision.warnings)],
+        **({"saliency": saliency} if saliency is not None else {}),
     }

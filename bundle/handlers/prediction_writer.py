@@ -25,6 +25,7 @@ from bundle.outputs import (
     read_geometry,
     write_dicom_seg,
     write_nifti,
+    write_nifti_map,
     write_nrrd,
     write_roi_markups,
 )
@@ -40,11 +41,13 @@ FORMATS: dict[str, str] = {
     "nrrd": "_mask.nrrd",
     "markups": "_boxes.mrk.json",
     "dicom_seg": "_seg.dcm",
+    "saliency": "_saliency.png",
+    "saliency_nifti": "_saliency.nii.gz",
 }
 #: Formats written in the source's physical geometry.
-NEEDS_GEOMETRY: frozenset[str] = frozenset({"nifti", "nrrd", "markups"})
-#: Overlay colours (RGB): the mask tint and the box outlines.
-MASK_RGB, BOX_RGB = np.array([255, 64, 64]), np.array([255, 220, 0])
+NEEDS_GEOMETRY: frozenset[str] = frozenset({"nifti", "nrrd", "markups", "saliency_nifti"})
+#: Overlay colours (RGB): the mask tint, the box outlines and the saliency heat (scaled by the map's value).
+MASK_RGB, BOX_RGB, HEAT_RGB = np.array([255, 64, 64]), np.array([255, 220, 0]), np.array([255, 140, 0])
 
 
 class PredictionWriter:
@@ -56,7 +59,9 @@ class PredictionWriter:
     DICOM warnings, the names of the files below); then, per ``formats``: ``png`` (0/255 mask), ``overlay`` (the
     image with the mask tinted and the boxes drawn), ``nifti`` and ``nrrd`` (label-1 mask volumes overlaying the
     source in 3D Slicer), ``markups`` (one Slicer ROI per box; only when there are boxes, since Slicer cannot load
-    an empty markups file), ``dicom_seg`` (DICOM inputs only). See :mod:`bundle.outputs.geometry`. Findings,
+    an empty markups file), ``dicom_seg`` (DICOM inputs only), and for a network with a saliency head
+    ``saliency`` (the image under the map of where a radiologist looks, as a heat tint) and ``saliency_nifti`` (that
+    map, peak 1, as a float volume over the source). See :mod:`bundle.outputs.geometry`. Findings,
     masks and boxes are :func:`bundle.decisions.decide`'s under ``policy``: nothing here applies a threshold.
 
     Every file is written atomically and the JSON last, so an image whose JSON names its source and every file it
@@ -184,6 +189,8 @@ class PredictionWriter:
         boxes = [{"box": list(b.box), "score": b.score, "label": b.label} for b in decision.boxes]
         if fmt in ("png", "nifti", "nrrd", "dicom_seg") and mask is None:
             return False
+        if fmt in ("saliency", "saliency_nifti") and decision.saliency is None:
+            return False
         if fmt == "png":
             atomic_write(path, _png_bytes(np.ascontiguousarray(mask.T).astype(np.uint8) * 255))
         elif fmt == "overlay":
@@ -196,6 +203,10 @@ class PredictionWriter:
             if not boxes:
                 return False
             write_roi_markups(boxes, geometry, path)
+        elif fmt == "saliency":
+            atomic_write(path, _png_bytes(heat_overlay(source, decision.saliency)))
+        elif fmt == "saliency_nifti":
+            write_nifti_map(decision.saliency, geometry, path)
         elif fmt == "dicom_seg":
             if not is_dicom(source):
                 return False
@@ -235,3 +246,11 @@ def overlay(source: str, decision: Decision) -> np.ndarray:
                            (slice(y1, y2 + 1), slice(x1, x1 + line)), (slice(y1, y2 + 1), slice(x2 - line + 1, x2 + 1))):
             rgb[rows, cols] = BOX_RGB
     return rgb.astype(np.uint8)
+
+
+def heat_overlay(source: str, values: np.ndarray) -> np.ndarray:
+    """The image of ``source`` as (H, W, 3) uint8 tinted by the (W, H) map ``values``, scaled to its peak."""
+    grey = load_cxr(source)[0].numpy().T
+    heat = (values / max(float(values.max()), 1e-12)).T[..., None]
+    rgb = np.repeat((grey * 255).astype(np.float32)[..., None], 3, axis=2)
+    return ((1 - 0.6 * heat) * rgb + 0.6 * heat * HEAT_RGB).astype(np.uint8)

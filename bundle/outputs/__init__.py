@@ -2,7 +2,7 @@
 
 from .dicom_seg import write_dicom_seg
 from .geometry import ImageGeometry, is_dicom, measurement_spacing, read_geometry
-from .nifti_nrrd import write_nifti, write_nrrd
+from .nifti_nrrd import write_nifti, write_nifti_map, write_nrrd
 from .report import ErrorReport
 from .slicer_markups import roi_markups, write_roi_markups
 
@@ -15,6 +15,7 @@ __all__ = [
     "roi_markups",
     "write_dicom_seg",
     "write_nifti",
+    "write_nifti_map",
     "write_nrrd",
     "write_roi_markups",
 ]

@@ -30,7 +30,21 @@ def write_nifti(mask: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
 
     NIfTI stores RAS; ITK and 3D Slicer convert back to LPS when reading, so the mask lands on the source.
     """
-    image = nib.Nifti1Image(_volume(mask, geometry), geometry.affine_ras)
+    _write_nifti_volume(_volume(mask, geometry), geometry, path)
+
+
+def write_nifti_map(values: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
+    """Write a (W, H) float map (a saliency or explanation map), scaled to a peak of 1, as a float32 NIfTI volume
+    over the source, as :func:`write_nifti` does for masks (Slicer shows it as a scalar volume, e.g. a heat map)."""
+    if tuple(values.shape) != geometry.size:
+        raise ValueError(f"map of shape {tuple(values.shape)} does not match the {geometry.size} source image")
+    peak = float(np.max(values))
+    scaled = np.asarray(values, dtype=np.float32) / (peak if peak > 0 else 1.0)
+    _write_nifti_volume(scaled[:, :, None], geometry, path)
+
+
+def _write_nifti_volume(volume: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
+    image = nib.Nifti1Image(volume, geometry.affine_ras)
     image.set_qform(geometry.affine_ras, code=NIFTI_SCANNER_ANAT)
     image.set_sform(geometry.affine_ras, code=NIFTI_SCANNER_ANAT)
     image.header.set_xyzt_units("mm")
