@@ -13,9 +13,14 @@ all heads and gated, for one random-initialised network. The backends take turns
 of the batch passing each gate (interleaved like the runtimes), and the time of every head module (encoder, FPN,
 box and class subnets, seg decoder, gates) and of the decision post-processing of the outputs.
 
+``--compare train``: seconds per training step (forward of every head, backward, AdamW step; channels-last
+weights, as ``configs/train.json``) in float32 and with CPU bfloat16 autocast, and whether this CPU has native
+bfloat16 (without it the engines run float32, :mod:`bundle.engines.precision`).
+
     python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 5
     python scripts/benchmark.py --compare runtimes --sizes "[256,512]" --batch_size 2 --iterations 2 --rounds 3
     python scripts/benchmark.py --compare heads --sizes "[256,512]" --batch_size 4 --iterations 2 --rounds 3
+    python scripts/benchmark.py --compare train --sizes "[128]" --batch_size 16 --iterations 3
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bundle.data import NIH_FINDINGS  # noqa: E402
 from bundle.decisions import DecisionPolicy, MaskPostprocessing, decide, image_heads  # noqa: E402
 from bundle.detection import CheXDetector  # noqa: E402
+from bundle.engines.precision import native_bfloat16_cpu  # noqa: E402
 from bundle.networks import MultiCheXNet  # noqa: E402
 from bundle.runtimes import BACKENDS, Backend, load_backend  # noqa: E402
 
@@ -283,6 +289,38 @@ def benchmark_tasks(
     return rows
 
 
+def benchmark_train(
+    sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, network_args: dict[str, Any] | None = None,
+) -> list[dict]:
+    """One row per image size: median seconds per CPU training step in float32 and in bfloat16 autocast."""
+    rows = []
+    for size in sizes:
+        torch.manual_seed(0)
+        network = MultiCheXNet(backbone=backbone, **(network_args or {})).to(memory_format=torch.channels_last).train()
+        optimizer = torch.optim.AdamW(network.parameters())
+        image = torch.rand(batch_size, 1, size, size)
+        seconds: dict[str, float] = {}
+        for mode, amp in (("float32", False), ("bfloat16_autocast", True)):
+            steps = []
+            for _ in range(iterations + 1):  # the first is warm-up
+                start = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    out = network(image)
+                loss = sum(v.float().mean() for v in out.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps.append(time.perf_counter() - start)
+            seconds[mode] = statistics.median(steps[1:])
+        row = {"size": size, "backbone": backbone, "network_args": network_args or {}, "batch_size": batch_size,
+               "threads": torch.get_num_threads(), "native_bfloat16": native_bfloat16_cpu(),
+               "s_per_step": {m: round(v, 3) for m, v in seconds.items()},
+               "autocast_over_float32": round(seconds["bfloat16_autocast"] / seconds["float32"], 2)}
+        rows.append(row)
+        print(json.dumps(row))
+    return rows
+
+
 def benchmark(
     sizes: tuple[int, ...] = (256, 512),
     batch_size: int = 4,
@@ -301,8 +339,10 @@ def benchmark(
         compare: ``tasks`` (multi-task vs three single-task models, on ``device``), ``runtimes`` (eager vs
             TorchScript vs ONNX Runtime, CPU, ``rounds`` interleaved timed blocks, ``threads`` intra-op threads
             for PyTorch and ONNX Runtime alike, default PyTorch's) or ``heads`` (the heads' cost over the
-            encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise);
-        network_args: further MultiCheXNet arguments (``tasks`` and ``heads``), e.g. ``{"seg_skip_channels": 128}``.
+            encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise) or
+            ``train`` (seconds per CPU training step, float32 vs bfloat16 autocast);
+        network_args: further MultiCheXNet arguments (``tasks``, ``heads``, ``train``), e.g.
+            ``{"seg_skip_channels": 128}``.
     """
     if compare == "tasks":
         rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, network_args)
@@ -310,8 +350,10 @@ def benchmark(
         rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads)
     elif compare == "heads":
         rows = benchmark_heads(sizes, batch_size, iterations, rounds, backbone, threads, network_args)
+    elif compare == "train":
+        rows = benchmark_train(sizes, batch_size, iterations, backbone, network_args)
     else:
-        raise SystemExit(f"--compare must be 'tasks', 'runtimes' or 'heads', got {compare!r}")
+        raise SystemExit(f"--compare must be 'tasks', 'runtimes', 'heads' or 'train', got {compare!r}")
     if output:
         Path(output).write_text(json.dumps(rows, indent=2))
 
