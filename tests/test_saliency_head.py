@@ -229,8 +229,9 @@ def test_saliency_protocol_runs_its_stages_and_learns_the_gaze(gaze_protocol: di
 
 
 def test_inference_writes_the_saliency_map_for_slicer_and_in_the_record(gaze_protocol: dict, tmp_path: Path) -> None:
-    """``run inference`` with the checkpoint directory alone: per image a heat overlay, a float NIfTI map over the
-    source and the record's ``saliency`` entry (schema-valid); a file that is not an image gets its error line."""
+    """``run inference`` with the checkpoint directory alone (and ``--explain True``): per image a heat overlay, a
+    float NIfTI map over the source and the record's ``saliency`` entry, and the Grad-CAM maps of the explained
+    findings (schema-valid); a file that is not an image gets its error line."""
     jsonschema = pytest.importorskip("jsonschema")
     work, inputs = gaze_protocol["work"], tmp_path / "in"
     inputs.mkdir()
@@ -240,7 +241,8 @@ def test_inference_writes_the_saliency_map_for_slicer_and_in_the_record(gaze_pro
     (inputs / "notes.txt").write_text("not an image")
     result = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", "configs/inference.json",
-         "--ckpt_dir", str(work / "models"), "--input_dir", str(inputs), "--output_dir", str(tmp_path / "out")],
+         "--ckpt_dir", str(work / "models"), "--input_dir", str(inputs), "--output_dir", str(tmp_path / "out"),
+         "--explain", "True"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -255,6 +257,15 @@ def test_inference_writes_the_saliency_map_for_slicer_and_in_the_record(gaze_pro
         volume = nib.load(tmp_path / "out" / record["files"]["saliency_nifti"]).get_fdata()
         assert volume.shape == (64, 64, 1) and volume.max() == pytest.approx(1.0)
         assert volume[peak[0], peak[1], 0] == pytest.approx(1.0)
+        # Grad-CAM of the positive findings (or the most probable one): overlay, NIfTI map and record entry
+        explained = record["explanations"]
+        positives = [n for n, f in record["findings"].items() if f["positive"]]
+        top = max(record["findings"], key=lambda n: record["findings"][n]["probability"])
+        assert sorted(explained) == sorted(positives or [top])
+        for finding, explanation in explained.items():
+            assert (tmp_path / "out" / record["files"][f"gradcam_{finding}"]).is_file()
+            cam = nib.load(tmp_path / "out" / record["files"][f"gradcam_nifti_{finding}"]).get_fdata()
+            assert cam.shape == (64, 64, 1) and cam[explanation["peak"][0], explanation["peak"][1], 0] == cam.max()
     errors = json.loads((tmp_path / "out" / "errors.json").read_text())
     assert [Path(e["file"]).name for e in errors] == ["notes.txt"]
 
@@ -281,3 +292,13 @@ def test_saliency_report_scores_the_head_the_baselines_and_lung_mass(gaze_protoc
     lungs = saliency_report.lungs(ckpt, str(datalist), split="testing", resamples=50)
     assert lungs["images"] > 0 and set(lungs["mass_in_lungs"]) == {"grad_cam", "uniform", "saliency_head"}
     assert all(0 <= low <= value <= high <= 1 for value, low, high in lungs["mass_in_lungs"].values())
+
+
+def test_explain_needs_the_eager_backend() -> None:
+    from bundle.engines.folder_inference import FolderInferenceEvaluator
+
+    detector = CheXDetector()
+    network = MultiCheXNet(backbone="resnet18", num_anchors=detector.num_anchors)
+    with pytest.raises(ValueError, match="Grad-CAM needs gradients, so the eager backend, not 'torchscript'"):
+        FolderInferenceEvaluator(torch.device("cpu"), [], network, detector=detector, backend="torchscript",
+                                 explain=True)

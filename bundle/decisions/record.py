@@ -22,7 +22,9 @@ from .schema import SCHEMA_VERSION
 
 #: Head output keys of the detector's decoded boxes, and the network's per-image keys.
 BOX_KEYS: tuple[str, ...] = ("boxes", "scores", "labels")
-NETWORK_KEYS: tuple[str, ...] = ("cls", "seg", "det_gate", "seg_gate", "det_gated_in", "seg_gated_in", "sal")
+NETWORK_KEYS: tuple[str, ...] = (
+    "cls", "seg", "det_gate", "seg_gate", "det_gated_in", "seg_gated_in", "sal", "gradcam",
+)
 #: Decimals kept in the record: probabilities and scores, pixel coordinates, millimetres.
 PROB_DECIMALS, PIXEL_DECIMALS, MM_DECIMALS = 6, 3, 3
 
@@ -65,6 +67,8 @@ class Decision:
     ``mask`` (W, H) bool and ``seg_prob`` (W, H) float32 are None without a segmentation output; both are
     empty where the segmentation gate is shut. ``warnings`` are ``{code, message}`` items. ``saliency`` (W, H)
     float32 summing to 1 is the saliency head's map of where a radiologist looks, None without the head.
+    ``explanations`` maps findings to their (W, H) Grad-CAM maps summing to 1 (given ``gradcam`` head outputs,
+    :func:`bundle.explain.grad_cam`): every positive finding, or the most probable one when none is positive.
     """
 
     policy: DecisionPolicy
@@ -77,6 +81,7 @@ class Decision:
     boxes: list[BoxDecision]
     warnings: list[dict[str, str]] = field(default_factory=list)
     saliency: np.ndarray | None = None
+    explanations: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def positive_findings(self) -> list[str]:
@@ -199,7 +204,27 @@ def decide(
         sal = np.exp(as_numpy(heads["sal"]).reshape(model))
         saliency = resize_bilinear(sal / sal.sum(), original)
         saliency = (saliency / saliency.sum()).astype(np.float32)
-    return Decision(policy, original, model, _findings(heads, policy), gates, mask, prob, boxes, warnings, saliency)
+    findings = _findings(heads, policy)
+    return Decision(policy, original, model, findings, gates, mask, prob, boxes, warnings, saliency,
+                    _explanations(heads, findings, policy, model, original))
+
+
+def _distribution_at(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A non-negative (W, H) map resized bilinearly to ``size`` and normalised to sum 1 (all zero stays zero)."""
+    resized = np.clip(resize_bilinear(values.astype(np.float64), size), 0, None)
+    total = resized.sum()
+    return (resized / total if total > 0 else resized).astype(np.float32)
+
+
+def _explanations(
+    heads: Mapping[str, Any], findings: Mapping[str, FindingDecision], policy: DecisionPolicy,
+    model: tuple[int, int], original: tuple[int, int],
+) -> dict[str, np.ndarray]:
+    if "gradcam" not in heads or not findings:
+        return {}
+    maps = as_numpy(heads["gradcam"]).reshape(len(policy.class_names), *model)
+    chosen = [n for n, f in findings.items() if f.positive] or [max(findings, key=lambda n: findings[n].probability)]
+    return {name: _distribution_at(maps[policy.class_names.index(name)], original) for name in chosen}
 
 
 def box_in_mm(box: Sequence[float], spacing: Sequence[float]) -> dict[str, list[float]]:
@@ -256,6 +281,13 @@ def prediction_record(
         inside = float(decision.saliency[decision.mask].sum()) if decision.mask is not None and decision.mask.any() else None
         saliency = {"source": "saliency_head", "peak": [int(peak[0]), int(peak[1])],
                     "mass_in_mask": _number(inside) if inside is not None else None}
+    explanations = {}
+    for name, values in decision.explanations.items():
+        peak = np.unravel_index(int(np.argmax(values)), values.shape)
+        inside = float(values[decision.mask].sum()) if decision.mask is not None and decision.mask.any() else None
+        explanations[name] = {"method": "grad_cam", "positive": bool(decision.findings[name].positive),
+                              "peak": [int(peak[0]), int(peak[1])],
+                              "mass_in_mask": _number(inside) if inside is not None else None}
     boxes = []
     for b in decision.boxes:
         sized = box_in_mm(b.box, mm) if mm is not None else {"box_mm": None, "size_mm": None}
@@ -293,4 +325,5 @@ def prediction_record(
         "files": {"mask": None, "overlay": None, **dict(files or {})},
         "warnings": [{"code": str(w["code"]), "message": str(w["message"])} for w in (*warnings, *decision.warnings)],
         **({"saliency": saliency} if saliency is not None else {}),
+        **({"explanations": explanations} if explanations else {}),
     }

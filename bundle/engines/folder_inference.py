@@ -11,7 +11,9 @@ from monai.engines.utils import IterationEvents
 
 from bundle.data.inference_data import failure_message
 from bundle.decisions import image_heads
+from bundle.explain import grad_cam
 
+from .distributed import unwrap
 from .evaluator import MultiTaskEvaluator
 
 log = logging.getLogger("bundle.inference")
@@ -26,7 +28,16 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
     decoded boxes, as :func:`bundle.decisions.decide` takes them), and one failure record (``source``, ``name``, ``error``,
     ``stage``) per file that could not be read or run. When the network fails on a batch, each of its images is
     retried alone, so that one bad image cannot take its neighbours down.
+
+    With ``explain`` each item's heads also hold ``gradcam``: the Grad-CAM maps of every finding
+    (:func:`bundle.explain.grad_cam`; eager backend only, as they need gradients).
     """
+
+    def __init__(self, *args: Any, explain: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if explain and self.backend_name != "eager":
+            raise ValueError(f"explain: Grad-CAM needs gradients, so the eager backend, not {self.backend_name!r}")
+        self.explain = explain
 
     def _iteration(self, engine: FolderInferenceEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
         failed = [{**f, "stage": "input"} for f in batchdata["failed"]]
@@ -55,6 +66,8 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
     def _items(self, batchdata: dict[str, Any], image: torch.Tensor, indices: Sequence[int]) -> list[dict[str, Any]]:
         """One item per image of ``image`` (the batch images ``indices``): its head outputs on the CPU."""
         pred = self.forward(image)
+        if self.explain:
+            pred["gradcam"] = grad_cam(unwrap(self.network), image)
         det = self.detector.predict(pred["det_cls"], pred["det_box"], image.shape[2:])
         pred = {k: v.cpu() for k, v in pred.items() if k not in ("det_cls", "det_box")}
         return [

@@ -43,9 +43,13 @@ FORMATS: dict[str, str] = {
     "dicom_seg": "_seg.dcm",
     "saliency": "_saliency.png",
     "saliency_nifti": "_saliency.nii.gz",
+    "gradcam": ".png",
+    "gradcam_nifti": ".nii.gz",
 }
+#: Formats with one file per explained finding, ``<name>_gradcam_<finding><ending>``.
+PER_FINDING: frozenset[str] = frozenset({"gradcam", "gradcam_nifti"})
 #: Formats written in the source's physical geometry.
-NEEDS_GEOMETRY: frozenset[str] = frozenset({"nifti", "nrrd", "markups", "saliency_nifti"})
+NEEDS_GEOMETRY: frozenset[str] = frozenset({"nifti", "nrrd", "markups", "saliency_nifti", "gradcam_nifti"})
 #: Overlay colours (RGB): the mask tint, the box outlines and the saliency heat (scaled by the map's value).
 MASK_RGB, BOX_RGB, HEAT_RGB = np.array([255, 64, 64]), np.array([255, 220, 0]), np.array([255, 140, 0])
 
@@ -61,7 +65,9 @@ class PredictionWriter:
     source in 3D Slicer), ``markups`` (one Slicer ROI per box; only when there are boxes, since Slicer cannot load
     an empty markups file), ``dicom_seg`` (DICOM inputs only), and for a network with a saliency head
     ``saliency`` (the image under the map of where a radiologist looks, as a heat tint) and ``saliency_nifti`` (that
-    map, peak 1, as a float volume over the source). See :mod:`bundle.outputs.geometry`. Findings,
+    map, peak 1, as a float volume over the source); with ``explain`` (``FolderInferenceEvaluator``) ``gradcam`` and
+    ``gradcam_nifti``, the same two for the Grad-CAM map of each explained finding,
+    ``<name>_gradcam_<finding>.png`` / ``.nii.gz`` (record keys ``gradcam_<finding>``, ``gradcam_nifti_<finding>``). See :mod:`bundle.outputs.geometry`. Findings,
     masks and boxes are :func:`bundle.decisions.decide`'s under ``policy``: nothing here applies a threshold.
 
     Every file is written atomically and the JSON last, so an image whose JSON names its source and every file it
@@ -173,6 +179,9 @@ class PredictionWriter:
         for fmt in self.formats:
             if fmt in NEEDS_GEOMETRY and geometry is None:
                 continue  # the geometry problem is reported already
+            if fmt in PER_FINDING:
+                files.update(self._write_explanations(fmt, source, decision, geometry, base))
+                continue
             path = base.parent / f"{base.name}{FORMATS[fmt]}"
             path.unlink(missing_ok=True)  # no stale file from an earlier run where this one is not written
             if self._attempt(source, fmt, lambda: self._write(fmt, source, decision, geometry, path)):
@@ -212,6 +221,21 @@ class PredictionWriter:
                 return False
             write_dicom_seg(mask, source, path, self.segment_label, model_version=self.model_version)
         return True
+
+    def _write_explanations(
+        self, fmt: str, source: str, decision: Decision, geometry: ImageGeometry | None, base: Path
+    ) -> dict[str, str]:
+        """One file of format ``fmt`` per explained finding; their names by ``<fmt>_<finding>``."""
+        written = {}
+        for finding, values in decision.explanations.items():
+            path = base.parent / f"{base.name}_gradcam_{finding}{FORMATS[fmt]}"
+            if fmt == "gradcam":
+                step = lambda: atomic_write(path, _png_bytes(heat_overlay(source, values)))  # noqa: E731
+            else:
+                step = lambda: write_nifti_map(values, geometry, path)  # noqa: E731
+            if self._attempt(source, f"{fmt} {finding}", lambda: step() or True):
+                written[f"{fmt}_{finding}"] = path.name
+        return written
 
     def _attempt(self, source: str, stage: str, step: Callable[[], Any]) -> Any:
         """``step()``; a failure is reported and gives None instead of stopping the run."""
