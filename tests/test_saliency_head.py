@@ -199,7 +199,8 @@ def gaze_protocol(tmp_path_factory: pytest.TempPathFactory) -> dict:
     64-pixel demo set with synthetic gaze."""
     work = tmp_path_factory.mktemp("gaze")
     gaze = add_demo_gaze(make_demo_dataset(work / "demo", num_train=48, num_val=12, num_test=6, size=64))
-    configs = "['configs/train.json','configs/saliency.json','configs/ssl_pretrain.json','configs/saliency_protocol.json']"
+    configs = str(["configs/train.json", "configs/saliency.json", "configs/ssl_pretrain.json",
+                   "configs/saliency_protocol.json"])
     result = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs,
          "--datalist_file", str(gaze), "--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"),

@@ -275,19 +275,19 @@ def prediction_record(
             "area_fraction": _number(pixels / decision.mask.size),
             "area_mm2": _number(pixels * float(mm[0]) * float(mm[1]), MM_DECIMALS) if mm is not None else None,
         }
-    saliency = None
-    if decision.saliency is not None:
-        peak = np.unravel_index(int(np.argmax(decision.saliency)), decision.saliency.shape)
-        inside = float(decision.saliency[decision.mask].sum()) if decision.mask is not None and decision.mask.any() else None
-        saliency = {"source": "saliency_head", "peak": [int(peak[0]), int(peak[1])],
-                    "mass_in_mask": _number(inside) if inside is not None else None}
-    explanations = {}
-    for name, values in decision.explanations.items():
+    has_mask = decision.mask is not None and bool(decision.mask.any())
+
+    def located(values: np.ndarray) -> dict[str, Any]:
+        """A map's peak pixel and its mass inside the predicted mask (None without a non-empty mask)."""
         peak = np.unravel_index(int(np.argmax(values)), values.shape)
-        inside = float(values[decision.mask].sum()) if decision.mask is not None and decision.mask.any() else None
-        explanations[name] = {"method": "grad_cam", "positive": bool(decision.findings[name].positive),
-                              "peak": [int(peak[0]), int(peak[1])],
-                              "mass_in_mask": _number(inside) if inside is not None else None}
+        return {"peak": [int(peak[0]), int(peak[1])],
+                "mass_in_mask": _number(float(values[decision.mask].sum())) if has_mask else None}
+
+    saliency = {"source": "saliency_head", **located(decision.saliency)} if decision.saliency is not None else None
+    explanations = {
+        name: {"method": "grad_cam", "positive": bool(decision.findings[name].positive), **located(values)}
+        for name, values in decision.explanations.items()
+    }
     boxes = []
     for b in decision.boxes:
         sized = box_in_mm(b.box, mm) if mm is not None else {"box_mm": None, "size_mm": None}

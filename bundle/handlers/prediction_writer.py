@@ -67,8 +67,8 @@ class PredictionWriter:
     ``saliency`` (the image under the map of where a radiologist looks, as a heat tint) and ``saliency_nifti`` (that
     map, peak 1, as a float volume over the source); with ``explain`` (``FolderInferenceEvaluator``) ``gradcam`` and
     ``gradcam_nifti``, the same two for the Grad-CAM map of each explained finding,
-    ``<name>_gradcam_<finding>.png`` / ``.nii.gz`` (record keys ``gradcam_<finding>``, ``gradcam_nifti_<finding>``). See :mod:`bundle.outputs.geometry`. Findings,
-    masks and boxes are :func:`bundle.decisions.decide`'s under ``policy``: nothing here applies a threshold.
+    ``<name>_gradcam_<finding>.png`` / ``.nii.gz`` (record keys ``gradcam_<finding>``, ``gradcam_nifti_<finding>``).
+    See :mod:`bundle.outputs.geometry`. Findings, masks and boxes are :func:`bundle.decisions.decide`'s under ``policy``: nothing here applies a threshold.
 
     Every file is written atomically and the JSON last, so an image whose JSON names its source and every file it
     lists is complete: :meth:`pending` leaves such images out of a rerun (unless ``overwrite``), so a killed run

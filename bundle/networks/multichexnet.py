@@ -37,8 +37,9 @@ class MultiCheXNet(nn.Module):
     two positive-case classifiers that gate the detection and segmentation heads.
 
     ``forward(image, tasks)`` runs the encoder once and the requested heads (all when ``tasks`` is None) and
-    returns a dict (``sal`` too, with a saliency head): ``cls`` (B, num_classes) logits, ``seg`` (B, 1, H, W) logits, ``det_cls`` (B, A_total,
-    num_det_classes) and ``det_box`` (B, A_total, 4) anchor outputs, ``det_gate``/``seg_gate`` (B, 1) logits.
+    returns a dict: ``cls`` (B, num_classes) logits, ``seg`` (B, 1, H, W) logits, ``det_cls`` (B, A_total,
+    num_det_classes) and ``det_box`` (B, A_total, 4) anchor outputs, ``det_gate``/``seg_gate`` (B, 1) logits, and
+    with a saliency head ``sal`` (B, 1, H, W) log-probabilities.
     With ``deep_supervision``, in training mode only, ``seg_ds1`` ... ``seg_ds4`` (B, 1, H, W) join ``seg``: the
     mask logits of the decoder scales at strides 2 ... 16, upsampled (:func:`deep_supervision_key`).
 
