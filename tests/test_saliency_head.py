@@ -303,3 +303,29 @@ def test_explain_needs_the_eager_backend() -> None:
     with pytest.raises(ValueError, match="Grad-CAM needs gradients, so the eager backend, not 'torchscript'"):
         FolderInferenceEvaluator(torch.device("cpu"), [], network, detector=detector, backend="torchscript",
                                  explain=True)
+
+
+def test_explain_runs_the_encoder_once_and_gives_the_gated_outputs() -> None:
+    """With ``explain`` the heads run on the Grad-CAM pass's features: one encoder pass per batch, and the same
+    gated outputs as without it."""
+    from bundle.engines.folder_inference import FolderInferenceEvaluator
+
+    torch.manual_seed(0)
+    detector = CheXDetector()
+    network = MultiCheXNet(num_anchors=detector.num_anchors, saliency_head=True).eval()
+    gates = {"det_gate": 0.5, "seg_gate": 0.5}
+    plain = FolderInferenceEvaluator(torch.device("cpu"), [], network, detector=detector, gate_thresholds=gates)
+    explained = FolderInferenceEvaluator(torch.device("cpu"), [], network, detector=detector, gate_thresholds=gates,
+                                         explain=True)
+    image = torch.rand(2, 1, 64, 64)
+    calls = []
+    hook = network.encoder.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        out = explained._explained(image)
+        assert len(calls) == 1
+        reference = plain.forward(image)
+    finally:
+        hook.remove()
+    assert out["gradcam"].shape == (2, 14, 64, 64)
+    for key in ("cls", "seg", "det_cls", "det_box", "sal", "det_gated_in", "seg_gated_in"):
+        torch.testing.assert_close(out[key], reference[key], atol=1e-5, rtol=1e-5)

@@ -11,7 +11,8 @@ from monai.engines.utils import IterationEvents
 
 from bundle.data.inference_data import failure_message
 from bundle.decisions import image_heads
-from bundle.explain import grad_cam
+from bundle.explain import grad_cam_pass
+from bundle.runtimes import gate_outputs
 
 from .distributed import unwrap
 from .evaluator import MultiTaskEvaluator
@@ -30,7 +31,9 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
     retried alone, so that one bad image cannot take its neighbours down.
 
     With ``explain`` each item's heads also hold ``gradcam``: the Grad-CAM maps of every finding
-    (:func:`bundle.explain.grad_cam`; eager backend only, as they need gradients).
+    (:func:`bundle.explain.grad_cam_pass`; eager backend only, as they need gradients). The heads then run on
+    that pass's encoder features, all of them, and the gates are applied to their outputs
+    (:func:`bundle.runtimes.gate_outputs`, as for ONNX Runtime): the encoder still runs once.
     """
 
     def __init__(self, *args: Any, explain: bool = False, **kwargs: Any) -> None:
@@ -65,9 +68,7 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
 
     def _items(self, batchdata: dict[str, Any], image: torch.Tensor, indices: Sequence[int]) -> list[dict[str, Any]]:
         """One item per image of ``image`` (the batch images ``indices``): its head outputs on the CPU."""
-        pred = self.forward(image)
-        if self.explain:
-            pred["gradcam"] = grad_cam(unwrap(self.network), image)
+        pred = self._explained(image) if self.explain else self.forward(image)
         det = self.detector.predict(pred["det_cls"], pred["det_box"], image.shape[2:])
         pred = {k: v.cpu() for k, v in pred.items() if k not in ("det_cls", "det_box")}
         return [
@@ -80,6 +81,18 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
             }
             for j, i in enumerate(indices)
         ]
+
+    def _explained(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Head outputs and Grad-CAM maps (``gradcam``) of one batch, from one encoder pass."""
+        network = unwrap(self.network)
+        features, cams = grad_cam_pass(network, image)
+        with self.mode(network), torch.no_grad():
+            pred = network.forward_heads(image, features)
+        if self.gate_thresholds is not None:
+            pred = gate_outputs(pred, self.gate_thresholds["det_gate"], self.gate_thresholds["seg_gate"])
+        pred = {k: v if v.dtype == torch.bool else v.float() for k, v in pred.items()}
+        pred["gradcam"] = cams
+        return pred
 
     @staticmethod
     def _failure(batchdata: dict[str, Any], i: int, err: BaseException) -> dict[str, Any]:

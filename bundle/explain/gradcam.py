@@ -12,7 +12,16 @@ from bundle.networks import MultiCheXNet
 
 
 def grad_cam(network: MultiCheXNet, image: torch.Tensor, classes: Sequence[int] | None = None) -> torch.Tensor:
-    """(B, K, H, W) Grad-CAM maps of the findings ``classes`` (None: all), each a distribution over the pixels.
+    """(B, K, H, W) Grad-CAM maps of the findings ``classes`` (None: all), each a distribution over the pixels
+    (:func:`grad_cam_pass`)."""
+    return grad_cam_pass(network, image, classes)[1]
+
+
+def grad_cam_pass(
+    network: MultiCheXNet, image: torch.Tensor, classes: Sequence[int] | None = None
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The encoder features (detached, for the heads) and the (B, K, H, W) Grad-CAM maps of the findings
+    ``classes`` (None: all), each map a distribution over the pixels.
 
     One encoder pass; for each finding the gradient of its logit with respect to the deepest encoder level,
     averaged over the level's positions, weights that level's channels; the ReLU of the weighted sum is upsampled
@@ -34,16 +43,17 @@ def grad_cam(network: MultiCheXNet, image: torch.Tensor, classes: Sequence[int] 
             sal = network.sal_head(image, features) if network.fused and network.sal_head is not None else None
             logits = network._cls(features, sal)
             chosen = range(logits.shape[1]) if classes is None else classes
-            maps = []
+            weighted = []
             for k in chosen:
                 (grad,) = torch.autograd.grad(logits[:, k].sum(), deepest, retain_graph=True)
-                maps.append(F.relu((grad.mean(dim=(2, 3), keepdim=True) * deepest).sum(dim=1, keepdim=True)))
+                weighted.append(F.relu((grad.mean(dim=(2, 3), keepdim=True) * deepest).sum(dim=1, keepdim=True)))
     finally:
         network.train(was_training)
-    cams = F.interpolate(torch.cat(maps, dim=1).detach(), size=image.shape[2:], mode="bilinear", align_corners=False)
+    cams = F.interpolate(torch.cat(weighted, dim=1).detach(), size=image.shape[2:], mode="bilinear", align_corners=False)
     cams = cams.clamp_min(0)
     total = cams.sum(dim=(2, 3), keepdim=True)
-    return torch.where(total > 0, cams / total.clamp_min(1e-12), torch.zeros_like(cams))
+    maps = torch.where(total > 0, cams / total.clamp_min(1e-12), torch.zeros_like(cams))
+    return [f.detach() for f in features], maps
 
 
 def mass_inside(values: np.ndarray, region: np.ndarray) -> float:
