@@ -171,6 +171,31 @@ def test_load_saliency_reads_resizes_flags_and_names_bad_files(tmp_path: Path) -
         LoadSaliencyd()({"image": torch.zeros(1, 64, 32), "saliency": str(tmp_path / "broken.png")})
 
 
+def test_load_saliency_places_fixations_at_the_resized_image_and_names_bad_files(tmp_path: Path) -> None:
+    """Fixations recorded on the original 200x100 image land on the 64x32 model image's pixels; a file with
+    positions outside the image, none, the wrong shape or NaN is refused by name."""
+    from monai.data import MetaTensor
+
+    save_saliency_map(np.ones((200, 100)), tmp_path / "map.npy")
+    np.save(tmp_path / "fix.npy", np.array([[0.0, 0.0, 0.2], [199.9, 99.9, 0.3], [100.0, 50.0, 0.0]]))
+    image = MetaTensor(torch.zeros(1, 64, 32), meta={"spatial_shape": (200, 100)})
+    entry = {"image": image, "saliency": str(tmp_path / "map.npy"), "fixations": str(tmp_path / "fix.npy")}
+    out = LoadSaliencyd(fixations=True)(entry)
+    assert out["has_fix"] and out["fixation_map"].shape == (1, 64, 32)
+    assert sorted(map(tuple, torch.nonzero(out["fixation_map"][0]).tolist())) == [(0, 0), (32, 16), (63, 31)]
+    bare = LoadSaliencyd(fixations=True)({"image": image, "saliency": str(tmp_path / "map.npy")})
+    assert not bare["has_fix"] and float(bare["fixation_map"].sum()) == 0
+    assert "fixation_map" not in LoadSaliencyd()(entry)  # training reads no fixations
+    batch = multitask_collate([out, bare])
+    assert batch["fixation_map"].shape == (2, 1, 64, 32) and batch["has_fix"].tolist() == [True, False]
+    cases = {"outside.npy": np.array([[250.0, 10.0, 0.2]]), "empty.npy": np.zeros((0, 3)),
+             "flat.npy": np.array([1.0, 2.0]), "nan.npy": np.array([[np.nan, 1.0, 0.2]])}
+    for name, points in cases.items():
+        np.save(tmp_path / name, points)
+        with pytest.raises(SaliencyMapError, match=name):
+            LoadSaliencyd(fixations=True)({**entry, "fixations": str(tmp_path / name)})
+
+
 def test_demo_gaze_falls_on_the_lesions_with_reader_variability(tmp_path: Path) -> None:
     datalist = make_demo_dataset(tmp_path / "demo", num_train=24, num_val=6, num_test=6, size=64)
     gaze = add_demo_gaze(datalist)
@@ -293,6 +318,38 @@ def test_saliency_report_scores_the_head_the_baselines_and_lung_mass(gaze_protoc
     lungs = saliency_report.lungs(ckpt, str(datalist), split="testing", resamples=50)
     assert lungs["images"] > 0 and set(lungs["mass_in_lungs"]) == {"grad_cam", "uniform", "saliency_head"}
     assert all(0 <= low <= value <= high <= 1 for value, low, high in lungs["mass_in_lungs"].values())
+
+
+def test_evaluate_scores_the_saliency_head_and_baselines_with_patient_cis(gaze_protocol: dict, tmp_path: Path) -> None:
+    """``evaluate.json`` on top of ``saliency.json``: the five saliency metrics of the head and of both baselines in
+    metrics.json with patient-bootstrap CIs, equal to what ``saliency_report.py gaze`` computes image by image,
+    and their table in the evaluation report."""
+    work = gaze_protocol["work"]
+    configs = str(["configs/train.json", "configs/saliency.json", "configs/evaluate.json"])
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", configs,
+         "--datalist_file", str(gaze_protocol["gaze"]), "--ckpt_dir", str(work / "models"),
+         "--output_dir", str(tmp_path / "eval"), "--image_size", "[64,64]", "--bootstrap_resamples", "50"],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    test = json.loads(gaze_protocol["gaze"].read_text())["testing"]
+    assert report["dataset"]["images_with_saliency"] == report["dataset"]["images_with_fixations"] == len(test)
+    metrics = report["metrics"]
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import saliency_report
+
+    direct = saliency_report.gaze(str(work / "models" / "model.pt"), str(gaze_protocol["gaze"]), resamples=50)
+    for model, suffix in (("saliency_head", ""), ("centre_bias", "/centre_bias"), ("mean_gaze", "/mean_gaze")):
+        for name, (value, low, high) in direct["models"][model].items():
+            entry = metrics[f"sal/{name}{suffix}"]
+            assert entry["value"] == pytest.approx(value, abs=1e-3)
+            assert entry["low"] <= entry["value"] <= entry["high"]
+    from bundle.reporting import build_report
+
+    markdown = Path(build_report([str(tmp_path / "eval" / "metrics.json")], tmp_path / "report")["markdown"])
+    assert "| saliency head |" in markdown.read_text() and "| centre bias |" in markdown.read_text()
 
 
 def test_explain_needs_the_eager_backend() -> None:

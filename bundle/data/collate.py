@@ -14,8 +14,8 @@ from .views import SECOND_VIEW_KEY, STRONG_KEY
 LIST_KEYS: tuple[str, ...] = ("boxes", "box_labels")
 #: Keys of the sample format that are batched (with the augmented views of :mod:`bundle.data.views`); others
 #: (strings, ids) are kept as lists.
-TENSOR_KEYS: tuple[str, ...] = ("image", "mask", "cls", "cls_known", "saliency", STRONG_KEY, SECOND_VIEW_KEY)
-FLAG_KEYS: tuple[str, ...] = ("has_cls", "has_det", "has_seg", "has_sal")
+TENSOR_KEYS: tuple[str, ...] = ("image", "mask", "cls", "cls_known", "saliency", "fixation_map", STRONG_KEY, SECOND_VIEW_KEY)
+FLAG_KEYS: tuple[str, ...] = ("has_cls", "has_det", "has_seg", "has_sal", "has_fix")
 
 
 def multitask_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

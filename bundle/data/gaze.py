@@ -107,6 +107,38 @@ def fixation_map(x: ArrayLike, y: ArrayLike, size: Size) -> np.ndarray:
     return fixated
 
 
+def load_fixation_map(path: str | Path, original_size: Size, size: Size) -> np.ndarray:
+    """A fixations file (``.npy`` of shape (N, 2+): x, y in the pixels of the ``original_size`` image, then
+    anything, e.g. duration) as the boolean ``(W, H)`` fixation map of the image resized to ``size``.
+
+    Raises:
+        SaliencyMapError: the file is missing or unreadable, not (N, 2+), holds NaN or infinite positions, no
+            fixation, or a fixation outside the original image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SaliencyMapError(f"{path}: file not found")
+    try:
+        points = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise SaliencyMapError(f"{path}: not a readable .npy array of fixations ({err})") from err
+    if points.ndim != 2 or points.shape[1] < 2 or not np.issubdtype(points.dtype, np.number):
+        raise SaliencyMapError(f"{path}: fixations are an (N, 2+) numeric array of x, y; got {points.dtype} "
+                               f"of shape {points.shape}")
+    if not len(points):
+        raise SaliencyMapError(f"{path}: holds no fixation")
+    xy = points[:, :2].astype(float)
+    if not np.isfinite(xy).all():
+        raise SaliencyMapError(f"{path}: holds NaN or infinite fixation positions")
+    limit = np.asarray(original_size, dtype=float)
+    outside = ((xy < 0) | (xy >= limit)).any(1)
+    if outside.any():
+        raise SaliencyMapError(f"{path}: {int(outside.sum())} fixation(s) outside the {limit[0]:g}x{limit[1]:g} "
+                               "image they were recorded on")
+    scaled = np.minimum(xy * (np.asarray(size, dtype=float) / limit), np.asarray(size) - 1e-6)
+    return fixation_map(scaled[:, 0], scaled[:, 1], size)
+
+
 def center_bias_map(size: Size, sigma_fraction: float = CENTER_SIGMA_FRACTION) -> np.ndarray:
     """The centre-bias baseline: one Gaussian at the image centre, sigma ``sigma_fraction`` of the width along x and
     of the height along y, normalised to sum 1 (observers look near the centre, Judd et al., ICCV 2009)."""

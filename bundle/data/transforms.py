@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from .gaze import load_saliency_map
+from .gaze import load_fixation_map, load_saliency_map
 from .labels import UNKNOWN_LABEL
 
 
@@ -151,10 +151,16 @@ class LoadSaliencyd(MapTransform):
     :func:`bundle.data.gaze.load_saliency_map`) at the size of its (already resized) image, as a (1, W, H)
     distribution summing to 1, and flag it in ``has_sal``. An entry without one gets zeros and
     ``has_sal`` False: no saliency label, like the other partial labels. Put after :class:`ResizeTargetsd`.
+
+    With ``fixations`` (for evaluation: the location metrics NSS and AUC-Judd) the entry's ``fixations`` file
+    (x, y in the original image's pixels, :func:`bundle.data.gaze.load_fixation_map`) also becomes
+    ``fixation_map`` (1, W, H) 0/1 at the image's size, flagged in ``has_fix``. Not for training: augmentation
+    does not move it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fixations: bool = False) -> None:
         super().__init__(keys=["saliency"], allow_missing_keys=True)
+        self.fixations = fixations
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -163,11 +169,34 @@ class LoadSaliencyd(MapTransform):
         d["has_sal"] = source is not None
         if source is None:
             d["saliency"] = torch.zeros((1, *size))
-        elif isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        elif _is_path(source):
             d["saliency"] = torch.as_tensor(load_saliency_map(source, size), dtype=torch.float32)[None]
         else:
             raise LabelError(f"{_entry_name(d)}: 'saliency' must be a path to a PNG or .npy map, got {type(source)}")
+        if self.fixations:
+            self._fixations(d, size)
         return d
+
+    @staticmethod
+    def _fixations(d: dict[Hashable, Any], size: tuple[int, ...]) -> None:
+        source = d.get("fixations")
+        d["has_fix"] = source is not None
+        if source is None:
+            d["fixation_map"] = torch.zeros((1, *size))
+            return
+        if not _is_path(source):
+            raise LabelError(f"{_entry_name(d)}: 'fixations' must be a path to a .npy file, got {type(source)}")
+        meta = getattr(d["image"], "meta", None) or {}
+        if "spatial_shape" not in meta:
+            raise LabelError(f"{_entry_name(d)}: the image's original size (meta 'spatial_shape') is unknown, so its "
+                             "fixations cannot be placed; load it with LoadCXRd")
+        original = tuple(int(s) for s in meta["spatial_shape"])
+        fixated = load_fixation_map(source, original, size)
+        d["fixation_map"] = torch.as_tensor(fixated, dtype=torch.float32)[None]
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, bytes)) or hasattr(value, "__fspath__")
 
 
 def resize_image(image: Any, spatial_size: tuple[int, ...]) -> torch.Tensor:

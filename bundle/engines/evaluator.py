@@ -19,6 +19,7 @@ from .precision import effective_amp
 #: Batch keys copied into the output so metrics can compare predictions with labels.
 LABEL_KEYS: tuple[str, ...] = (
     "cls", "cls_known", "has_cls", "mask", "has_seg", "boxes", "box_labels", "has_det", "saliency", "has_sal",
+    "fixation_map", "has_fix",
 )
 
 

@@ -44,6 +44,7 @@ from .evaluation_policy import (
     model_policy,
     policy_fallbacks,
 )
+from .saliency_records import SaliencyRecords
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class MetricsReport:
         self._data: dict[str, list] = defaultdict(list)
         self._gallery: dict[str, list] = defaultdict(list)  # samples with masks or boxes
         self._fallback: dict[str, list] = defaultdict(list)  # the others, shown when too few have labels
+        self._saliency = SaliencyRecords(self.datalist, self.split)
 
     def collect(self, engine: Engine) -> None:
         """Keep the per-sample outputs and labels of the iteration's batch (per-image Dice under each setting)."""
@@ -171,6 +173,7 @@ class MetricsReport:
             scores[s] = mask_dice(seg_prob[s], truth[s], self.settings)
         d["seg_dice"].append(scores)
         d["seg_positive"].append(truth.reshape(n, -1).any(1))
+        self._saliency.collect(out, n)
         for i in range(n):
             self._collect_boxes(out, i)
         self.image_size = list(out["image"].shape[2:])
@@ -237,15 +240,18 @@ class MetricsReport:
         cls_thresholds = [policy.findings[n].threshold for n in self.class_names]
         metrics = evaluation_statistic(records, cls_thresholds, self.class_names, self.det_class_names)
         calibration = calibration_statistic(collected, records.cls_prob, self.class_names)
+        saliency = self._saliency.statistic()
         intervals = bootstrap_metrics(
-            lambda idx: {**metrics(idx), **calibration(idx)}, records.patient_id, self.n_resamples, self.seed
+            lambda idx: {**metrics(idx), **calibration(idx), **saliency(idx)}, records.patient_id, self.n_resamples,
+            self.seed,
         )
         report = self._report(records, policy, intervals, calibration_summary(collected, records.cls_prob, policy))
         atomic_write(self.output_dir / "metrics.json", json.dumps(_json_ready(report), indent=2).encode())
         if self.save_predictions:
             self._write_predictions(records, collected, cls_thresholds, policy)
-        headline = ("cls/auroc_macro", "cls/f1_macro", "cls/ece_calibrated_macro", "seg/dice_mean", "det/rsna_map")
-        logger.info("metrics.json: %s", {k: report["metrics"][k]["value"] for k in headline})
+        headline = ("cls/auroc_macro", "cls/f1_macro", "cls/ece_calibrated_macro", "seg/dice_mean", "det/rsna_map",
+                    "sal/cc")
+        logger.info("metrics.json: %s", {k: report["metrics"][k]["value"] for k in headline if k in report["metrics"]})
 
     def _report(
         self, records: Records, policy: DecisionPolicy, intervals: dict, calibration: dict[str, Any]
@@ -264,6 +270,8 @@ class MetricsReport:
                 "images_with_cls": int(records.has_cls.sum()),
                 "images_with_seg": int(records.has_seg.sum()),
                 "images_with_det": int(records.has_det.sum()),
+                "images_with_saliency": self._saliency.with_maps,
+                "images_with_fixations": self._saliency.with_fixations,
             },
             "checkpoint": {"path": None if self.checkpoint is None else str(self.checkpoint),
                            "sha256": self.checkpoint_sha256},

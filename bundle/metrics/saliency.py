@@ -142,8 +142,35 @@ def saliency_intervals(
     for name, values in scores.items():
         if len(values) != len(patient_ids):
             raise ValueError(f"{len(values)} {name} scores but {len(patient_ids)} patient ids")
-    return bootstrap_metrics(lambda idx: {name: _nanmean(v[idx]) for name, v in scores.items()}, patient_ids,
-                             n_resamples, seed)
+    return bootstrap_metrics(saliency_statistic(scores, ""), patient_ids, n_resamples, seed)
+
+
+#: The baseline maps scored beside a model in evaluation (metric names ``sal/<metric>/<baseline>``).
+BASELINES: tuple[str, ...] = ("centre_bias", "mean_gaze")
+SALIENCY_METRICS: tuple[str, ...] = (*DISTRIBUTION_METRICS, *LOCATION_METRICS)
+
+
+def image_scores(
+    maps: dict[str, np.ndarray], truth: np.ndarray, fixations: np.ndarray | None
+) -> dict[str, float]:
+    """One image's scores of each map in ``maps`` (name ``""`` for the model, else a baseline's): CC, KL, SIM
+    against the gaze map ``truth`` and, with a fixation map, NSS and AUC-Judd; keyed ``<metric>`` or
+    ``<metric>/<name>``. Without fixations (or with every pixel fixated) the location metrics are NaN."""
+    out: dict[str, float] = {}
+    usable = fixations is not None and fixations.any() and not fixations.all()
+    for name, values in maps.items():
+        suffix = f"/{name}" if name else ""
+        for metric, score in DISTRIBUTION_METRICS.items():
+            out[metric + suffix] = score(values, truth)
+        for metric, score in LOCATION_METRICS.items():
+            out[metric + suffix] = score(values, fixations) if usable else float("nan")
+    return out
+
+
+def saliency_statistic(scores: dict[str, np.ndarray], prefix: str = "sal/") -> Callable[[np.ndarray], dict[str, float]]:
+    """A function from sample indices (with repeats) to the mean of each per-sample score (NaN samples left out),
+    named ``prefix + key``, for :func:`bundle.metrics.bootstrap.bootstrap_metrics`."""
+    return lambda idx: {prefix + name: _nanmean(values[idx]) for name, values in scores.items()}
 
 
 class SaliencyMetric(Metric):

@@ -26,6 +26,13 @@ PER_CLASS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cls/ece_uncalibrated", "ECE uncalibrated"),
     ("cls/ece_calibrated", "ECE calibrated"),
 )
+SALIENCY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("sal/cc", "CC"), ("sal/kl", "KL (lower is better)"), ("sal/sim", "SIM"), ("sal/nss", "NSS"),
+    ("sal/auc_judd", "AUC-Judd"),
+)
+SALIENCY_ROWS: tuple[tuple[str, str], ...] = (
+    ("", "saliency head"), ("/mean_gaze", "mean training gaze map"), ("/centre_bias", "centre bias"),
+)
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:
@@ -85,6 +92,11 @@ def run_section(name: str, path: Path, run: Mapping[str, Any], out_dir: Path) ->
     metrics = run["metrics"]
     summary = sorted(k for k in metrics if k.count("/") == 1)
     blocks.append(Table(["Metric", "Value (95% CI)"], [[k, format_cell(metrics[k])] for k in summary]))
+    if "sal/cc" in metrics:
+        blocks.append(Table(["Saliency map"] + [label for _, label in SALIENCY_COLUMNS], [
+            [label] + [format_cell(metrics.get(key + suffix)) for key, _ in SALIENCY_COLUMNS]
+            for suffix, label in SALIENCY_ROWS if any(key + suffix in metrics for key, _ in SALIENCY_COLUMNS)
+        ]))
     names = run.get("class_names", [])
     findings = policy["settings"]["findings"] if policy else {}
     rows = [
