@@ -5,14 +5,18 @@ and the head's cost. Each command prints and writes (``--output``) a JSON of its
 NSS, AUC-Judd (against the fixations) of the model's saliency head, of the centre-bias baseline (a fixed
 Gaussian) and of the mean training gaze map, each with patient-bootstrap 95% CIs.
 
-``lungs``: on a datalist split with lung masks (``prepare.py covid``), the fraction of each explanation's mass
-inside the lung fields: Grad-CAM of the finding the model rates highest, the saliency head's map (if any), and
-a uniform map (the lungs' area fraction, what chance gives), patient-bootstrap 95% CIs.
+``regions``: on a datalist split with masks or boxes, the fraction of each explanation's mass inside each image's
+region (its mask: lung fields, a lesion mask, SIIM RLE; or the union of its boxes: RSNA, NIH): Grad-CAM and the
+input gradient (MultiMix's saliency) of the finding the model rates highest (or of ``--finding``), the saliency
+head's map (if any), and a uniform map (the region's area fraction, what chance gives), patient-bootstrap 95%
+CIs. ``lungs`` is ``regions`` on lung masks.
 
 ``cost``: ms per batch of encoder + cls, encoder + cls + saliency head and all heads, interleaved in one run.
 
     python scripts/saliency_report.py gaze models/saliency/model.pt data/demo/datalist_gaze.json
     python scripts/saliency_report.py lungs models/saliency/model.pt data/real/covid.json --split training
+    python scripts/saliency_report.py regions models/saliency/model.pt data/real/nih_rsna.json --region boxes \
+        --finding Pneumonia --split training,validation,testing
     python scripts/saliency_report.py cost --sizes "[256,512]"
 """
 
@@ -35,7 +39,7 @@ from bundle.data import LoadCXRd, LoadSaliencyd, ResizeImaged  # noqa: E402
 from bundle.data.datalist import load_datalist  # noqa: E402
 from bundle.engines.batch import plain  # noqa: E402
 from bundle.data.gaze import center_bias_map, fixation_map, load_saliency_map, mean_gaze_map  # noqa: E402
-from bundle.explain import grad_cam, mass_inside  # noqa: E402
+from bundle.explain import grad_cam, input_gradient, mass_inside  # noqa: E402
 from bundle.metrics.bootstrap import bootstrap_metrics  # noqa: E402
 from bundle.metrics.saliency import saliency_intervals, saliency_scores  # noqa: E402
 from bundle.networks import MultiCheXNet  # noqa: E402
@@ -98,32 +102,81 @@ def gaze(ckpt: str, datalist: str, split: str = "testing", resamples: int = 1000
     return _report(result, output)
 
 
-def lungs(ckpt: str, datalist: str, split: str = "training", resamples: int = 1000, output: str | None = None) -> dict:
-    """Explanation mass inside the true lung masks of ``split`` (see the module docstring)."""
+def regions(ckpt: str, datalist: str, split: str = "testing", region: str = "mask", finding: str | None = None,
+            resamples: int = 1000, output: str | None = None) -> dict:
+    """Explanation mass inside each entry's region of ``split`` (one list or several, "training,testing"): its ``mask`` (lung fields, a lesion mask, SIIM RLE
+    included) or the union of its ``boxes`` (RSNA, NIH); entries with an empty region are left out and counted.
+    Maps: Grad-CAM (networks without the saliency bridge) and the input gradient of ``finding`` (None: the finding
+    the model rates highest on each image), the saliency head's map (if any) and a uniform map (the region's area
+    fraction, what chance gives); means with patient-bootstrap 95% CIs over the images where a map has mass (an
+    all-zero Grad-CAM, no positive evidence for the finding, is left out and counted in ``all_zero_maps``)."""
+    if region not in ("mask", "boxes"):
+        raise SystemExit(f"region must be 'mask' or 'boxes', got {region!r}")
     network, size = _model(ckpt)
-    entries = [e for e in load_datalist(datalist, split) if "mask" in e]
-    rows: dict[str, list[float]] = {"grad_cam": [], "uniform": []}
+    names = list(read_package(ckpt).policy.class_names)
+    if finding is not None and finding not in names:
+        raise SystemExit(f"{ckpt}: no finding {finding!r}; the model's findings are {names}")
+    key = "mask" if region == "mask" else "boxes"
+    lists = split.split(",") if isinstance(split, str) else list(split)
+    entries = [e for part in lists for e in load_datalist(datalist, part)
+               if key in e or (key == "mask" and "mask_rle" in e)]
+    rows: dict[str, list[float]] = {"input_gradient": [], "uniform": []}
+    if network.bridge is None:
+        rows["grad_cam"] = []
     if network.sal_head is not None:
         rows["saliency_head"] = []
+    kept, empty = [], 0
     for entry in entries:
         data = _image(entry, size)
+        inside = _region(entry, data, size, region)
+        if not inside.any():
+            empty += 1
+            continue
+        kept.append(entry)
         image = data["batch"]
-        lung = torch.nn.functional.interpolate(plain(torch.as_tensor(data["mask"]))[None].float(), size, mode="nearest")
-        lung = lung[0, 0].numpy() > 0
         with torch.no_grad():
             out = network(image, ["cls"] + (["sal"] if network.sal_head is not None else []))
-        top = int(out["cls"][0].argmax())
-        rows["grad_cam"].append(mass_inside(grad_cam(network, image, [top])[0, 0].numpy(), lung))
-        rows["uniform"].append(float(lung.mean()))
+        k = names.index(finding) if finding is not None else int(out["cls"][0].argmax())
+        rows["input_gradient"].append(mass_inside(input_gradient(network, image, [k])[0, 0].numpy(), inside))
+        if "grad_cam" in rows:
+            rows["grad_cam"].append(mass_inside(grad_cam(network, image, [k])[0, 0].numpy(), inside))
         if "saliency_head" in rows:
-            rows["saliency_head"].append(mass_inside(out["sal"][0, 0].exp().numpy(), lung))
-    patients = [str(e.get("patient_id", i)) for i, e in enumerate(entries)]
+            rows["saliency_head"].append(mass_inside(out["sal"][0, 0].exp().numpy(), inside))
+        rows["uniform"].append(float(inside.mean()))
+    if not kept:
+        raise SystemExit(f"{datalist}#{split}: no entry with a non-empty {region} region ({empty} empty)")
+    patients = [str(e.get("patient_id", i)) for i, e in enumerate(kept)]
     values = {k: np.asarray(v, dtype=float) for k, v in rows.items()}
-    intervals = bootstrap_metrics(lambda idx: {k: float(np.nanmean(v[idx])) for k, v in values.items()}, patients,
-                                  resamples)
-    return _report({"ckpt": ckpt, "datalist": datalist, "split": split, "images": len(entries),
-                    "patients": len(set(patients)), "size": list(size),
-                    "mass_in_lungs": {k: [round(x, 4) for x in iv] for k, iv in intervals.items()}}, output)
+    intervals = bootstrap_metrics(lambda idx: {k: _nanmean(v[idx]) for k, v in values.items()}, patients, resamples)
+    return _report({"ckpt": ckpt, "datalist": datalist, "split": split, "region": region,
+                    "finding": finding or "top", "images": len(kept), "patients": len(set(patients)),
+                    "left_out_empty": empty, "size": list(size),
+                    "all_zero_maps": {k: int(np.isnan(v).sum()) for k, v in values.items()},
+                    "mass_inside": {k: [round(x, 4) for x in iv] for k, iv in intervals.items()}}, output)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """The mean of the finite values (a map with no mass has none), NaN when there is none."""
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _region(entry: dict, data: dict, size: tuple[int, int], region: str) -> np.ndarray:
+    """The (W, H) boolean region at the model's size: the entry's mask, or the union of its boxes."""
+    if region == "mask":
+        mask = plain(torch.as_tensor(data["mask"]))[None].float()
+        return torch.nn.functional.interpolate(mask, size, mode="nearest")[0, 0].numpy() > 0
+    original = [int(s) for s in data["image"].meta["spatial_shape"]]
+    inside = np.zeros(size, dtype=bool)
+    for x1, y1, x2, y2 in np.asarray(entry["boxes"], dtype=float).reshape(-1, 4):
+        sx, sy = size[0] / original[0], size[1] / original[1]
+        inside[int(np.floor(x1 * sx)):int(np.ceil(x2 * sx)), int(np.floor(y1 * sy)):int(np.ceil(y2 * sy))] = True
+    return inside
+
+
+def lungs(ckpt: str, datalist: str, split: str = "training", resamples: int = 1000, output: str | None = None) -> dict:
+    """Explanation mass inside the true lung masks of ``split``: :func:`regions` with the masks, for the top
+    finding."""
+    return regions(ckpt, datalist, split, "mask", None, resamples, output)
 
 
 def cost(sizes: tuple[int, ...] = (256, 512), batch_size: int = 4, iterations: int = 2, rounds: int = 3,
@@ -155,4 +208,4 @@ def cost(sizes: tuple[int, ...] = (256, 512), batch_size: int = 4, iterations: i
 
 
 if __name__ == "__main__":
-    fire.Fire({"gaze": gaze, "lungs": lungs, "cost": cost}, serialize=lambda _: None)
+    fire.Fire({"gaze": gaze, "lungs": lungs, "regions": regions, "cost": cost}, serialize=lambda _: None)

@@ -206,3 +206,23 @@ def test_missing_folder_starts_afresh(tmp_path: Path) -> None:
 def test_reserved_object_names_are_refused(tmp_path: Path, objects: dict) -> None:
     with pytest.raises(ValueError, match="may not be named"):
         TrainingCheckpoint(str(tmp_path), objects)
+
+
+def test_checkpoints_get_the_permissions_of_a_plain_file_under_the_umask(tmp_path: Path) -> None:
+    """Atomic writes go through an owner-only temporary file; the file in place has 0666 less the umask, as
+    ``open`` would give, so a group that shares a model folder can read its checkpoints."""
+    import os
+    import stat
+
+    from bundle.fileio import atomic_write
+
+    ckpt = tmp_path
+    previous = os.umask(0o027)
+    try:
+        _train(ckpt, 1)
+        atomic_write(ckpt / "metrics.json", b"{}")
+    finally:
+        os.umask(previous)
+    written = [ckpt / "checkpoint_epoch=1.pt", ckpt / "metrics.json"]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in written] == [0o640, 0o640]
+    assert not list(ckpt.glob(f".*{TEMP_SUFFIX}"))

@@ -298,7 +298,8 @@ def test_inference_writes_the_saliency_map_for_slicer_and_in_the_record(gaze_pro
 
 def test_saliency_report_scores_the_head_the_baselines_and_lung_mass(gaze_protocol: dict, tmp_path: Path) -> None:
     """``scripts/saliency_report.py``: the five metrics with CIs for the head and both baselines, and the mass of
-    Grad-CAM and the saliency map inside the true lungs of the shared COVID images (skipped without them)."""
+    Grad-CAM, the input gradient and the saliency map inside the true lungs of the shared COVID images and inside
+    the RSNA boxes of the NIH thumbnails (skipped without them)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import saliency_report
 
@@ -316,8 +317,25 @@ def test_saliency_report_scores_the_head_the_baselines_and_lung_mass(gaze_protoc
                     "--images_dir", str(covid / "images"), "--masks_dir", str(covid / "lung_masks")],
                    cwd=ROOT, check=True, capture_output=True)
     lungs = saliency_report.lungs(ckpt, str(datalist), split="testing", resamples=50)
-    assert lungs["images"] > 0 and set(lungs["mass_in_lungs"]) == {"grad_cam", "uniform", "saliency_head"}
-    assert all(0 <= low <= value <= high <= 1 for value, low, high in lungs["mass_in_lungs"].values())
+    assert lungs["images"] > 0 and set(lungs["mass_inside"]) == {"grad_cam", "input_gradient", "uniform",
+                                                                  "saliency_head"}
+    assert all(0 <= low <= value <= high <= 1 for value, low, high in lungs["mass_inside"].values())
+    # RSNA pneumonia boxes on the NIH thumbnails: the region is the union of each image's boxes
+    nih = ROOT.parent / "shared" / "data" / "nih1000"
+    rsna = tmp_path / "nih_rsna.json"
+    subprocess.run([sys.executable, "scripts/prepare.py", "nih", str(nih / "Data_Entry_2017.csv"), str(nih / "images"),
+                    str(rsna), "--rsna_labels", str(nih / "rsna" / "stage_2_train_labels.csv"),
+                    "--rsna_map", str(nih / "rsna" / "patient_to_nih.csv")], cwd=ROOT, check=True, capture_output=True)
+    boxes = saliency_report.regions(ckpt, str(rsna), "training,validation,testing", "boxes", "Pneumonia", 50)
+    annotated = [e for part in ("training", "validation", "testing") for e in json.loads(rsna.read_text())[part]
+                 if "boxes" in e]
+    assert boxes["images"] == sum(1 for e in annotated if e["boxes"]) and boxes["left_out_empty"] > 0
+    assert 0 < boxes["mass_inside"]["uniform"][0] < 0.5  # boxes cover a small part of each image
+    for name, (value, low, high) in boxes["mass_inside"].items():  # NaN: no map with mass on any image
+        assert 0 <= low <= value <= high <= 1 or boxes["all_zero_maps"][name] == boxes["images"]
+    assert boxes["all_zero_maps"]["uniform"] == boxes["all_zero_maps"]["input_gradient"] == 0
+    with pytest.raises(SystemExit, match="no finding 'Covid'"):
+        saliency_report.regions(ckpt, str(rsna), "testing", "boxes", "Covid")
 
 
 def test_evaluate_scores_the_saliency_head_and_baselines_with_patient_cis(gaze_protocol: dict, tmp_path: Path) -> None:
@@ -357,7 +375,7 @@ def test_explain_needs_the_eager_backend() -> None:
 
     detector = CheXDetector()
     network = MultiCheXNet(backbone="resnet18", num_anchors=detector.num_anchors)
-    with pytest.raises(ValueError, match="Grad-CAM needs gradients, so the eager backend, not 'torchscript'"):
+    with pytest.raises(ValueError, match="explanation maps need gradients, so the eager backend, not 'torchscript'"):
         FolderInferenceEvaluator(torch.device("cpu"), [], network, detector=detector, backend="torchscript",
                                  explain=True)
 

@@ -23,8 +23,10 @@ from .schema import SCHEMA_VERSION
 #: Head output keys of the detector's decoded boxes, and the network's per-image keys.
 BOX_KEYS: tuple[str, ...] = ("boxes", "scores", "labels")
 NETWORK_KEYS: tuple[str, ...] = (
-    "cls", "seg", "det_gate", "seg_gate", "det_gated_in", "seg_gated_in", "sal", "gradcam",
+    "cls", "seg", "det_gate", "seg_gate", "det_gated_in", "seg_gated_in", "sal", "gradcam", "input_gradient",
 )
+#: Head outputs holding explanation maps, one per finding: Grad-CAM, or the input gradient (bridge networks).
+EXPLANATION_KEYS: tuple[str, ...] = ("gradcam", "input_gradient")
 #: Decimals kept in the record: probabilities and scores, pixel coordinates, millimetres.
 PROB_DECIMALS, PIXEL_DECIMALS, MM_DECIMALS = 6, 3, 3
 
@@ -67,8 +69,10 @@ class Decision:
     ``mask`` (W, H) bool and ``seg_prob`` (W, H) float32 are None without a segmentation output; both are
     empty where the segmentation gate is shut. ``warnings`` are ``{code, message}`` items. ``saliency`` (W, H)
     float32 summing to 1 is the saliency head's map of where a radiologist looks, None without the head.
-    ``explanations`` maps findings to their (W, H) Grad-CAM maps summing to 1 (given ``gradcam`` head outputs,
-    :func:`bundle.explain.grad_cam`): every positive finding, or the most probable one when none is positive.
+    ``explanations`` maps findings to their (W, H) explanation maps summing to 1, made by ``explanation_method``
+    (``grad_cam`` from ``gradcam`` head outputs, :func:`bundle.explain.grad_cam`, or ``input_gradient`` from
+    ``input_gradient`` outputs, :func:`bundle.explain.input_gradient`): every positive finding, or the most
+    probable one when none is positive.
     """
 
     policy: DecisionPolicy
@@ -82,6 +86,7 @@ class Decision:
     warnings: list[dict[str, str]] = field(default_factory=list)
     saliency: np.ndarray | None = None
     explanations: dict[str, np.ndarray] = field(default_factory=dict)
+    explanation_method: str = "grad_cam"
 
     @property
     def positive_findings(self) -> list[str]:
@@ -205,8 +210,9 @@ def decide(
         saliency = resize_bilinear(sal / sal.sum(), original)
         saliency = (saliency / saliency.sum()).astype(np.float32)
     findings = _findings(heads, policy)
+    method = "input_gradient" if "input_gradient" in heads else "grad_cam"
     return Decision(policy, original, model, findings, gates, mask, prob, boxes, warnings, saliency,
-                    _explanations(heads, findings, policy, model, original))
+                    _explanations(heads, findings, policy, model, original), method)
 
 
 def _distribution_at(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -220,9 +226,10 @@ def _explanations(
     heads: Mapping[str, Any], findings: Mapping[str, FindingDecision], policy: DecisionPolicy,
     model: tuple[int, int], original: tuple[int, int],
 ) -> dict[str, np.ndarray]:
-    if "gradcam" not in heads or not findings:
+    key = next((k for k in EXPLANATION_KEYS if k in heads), None)
+    if key is None or not findings:
         return {}
-    maps = as_numpy(heads["gradcam"]).reshape(len(policy.class_names), *model)
+    maps = as_numpy(heads[key]).reshape(len(policy.class_names), *model)
     chosen = [n for n, f in findings.items() if f.positive] or [max(findings, key=lambda n: findings[n].probability)]
     return {name: _distribution_at(maps[policy.class_names.index(name)], original) for name in chosen}
 
@@ -285,7 +292,7 @@ def prediction_record(
 
     saliency = {"source": "saliency_head", **located(decision.saliency)} if decision.saliency is not None else None
     explanations = {
-        name: {"method": "grad_cam", "positive": bool(decision.findings[name].positive), **located(values)}
+        name: {"method": decision.explanation_method, "positive": bool(decision.findings[name].positive), **located(values)}
         for name, values in decision.explanations.items()
     }
     boxes = []

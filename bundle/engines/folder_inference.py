@@ -11,7 +11,7 @@ from monai.engines.utils import IterationEvents
 
 from bundle.data.inference_data import failure_message
 from bundle.decisions import image_heads
-from bundle.explain import grad_cam_pass
+from bundle.explain import grad_cam_pass, input_gradient_pass
 from bundle.runtimes import gate_outputs
 
 from .distributed import unwrap
@@ -31,7 +31,8 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
     retried alone, so that one bad image cannot take its neighbours down.
 
     With ``explain`` each item's heads also hold ``gradcam``: the Grad-CAM maps of every finding
-    (:func:`bundle.explain.grad_cam_pass`; eager backend only, as they need gradients). The heads then run on
+    (:func:`bundle.explain.grad_cam_pass`; eager backend only, as they need gradients), or for a network with the
+    saliency bridge ``input_gradient`` (:func:`bundle.explain.input_gradient_pass`, MultiMix's saliency). The heads then run on
     that pass's encoder features, all of them, and the gates are applied to their outputs
     (:func:`bundle.runtimes.gate_outputs`, as for ONNX Runtime): the encoder still runs once.
     """
@@ -39,7 +40,7 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
     def __init__(self, *args: Any, explain: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if explain and self.backend_name != "eager":
-            raise ValueError(f"explain: Grad-CAM needs gradients, so the eager backend, not {self.backend_name!r}")
+            raise ValueError(f"explain: explanation maps need gradients, so the eager backend, not {self.backend_name!r}")
         self.explain = explain
 
     def _iteration(self, engine: FolderInferenceEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
@@ -83,15 +84,22 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
         ]
 
     def _explained(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Head outputs and Grad-CAM maps (``gradcam``) of one batch, from one encoder pass."""
+        """Head outputs and explanation maps of one batch, from one encoder pass: Grad-CAM (``gradcam``), or for a
+        network with the saliency bridge its input-gradient maps (``input_gradient``), whose top finding's map
+        also feeds the bridge."""
         network = unwrap(self.network)
-        features, cams = grad_cam_pass(network, image)
+        if network.bridge is None:
+            features, maps = grad_cam_pass(network, image)
+            saliency, key = None, "gradcam"
+        else:
+            features, maps, saliency = input_gradient_pass(network, image)
+            key = "input_gradient"
         with self.mode(network), torch.no_grad():
-            pred = network.forward_heads(image, features)
+            pred = network.forward_heads(image, features, None, saliency)
         if self.gate_thresholds is not None:
             pred = gate_outputs(pred, self.gate_thresholds["det_gate"], self.gate_thresholds["seg_gate"])
         pred = {k: v if v.dtype == torch.bool else v.float() for k, v in pred.items()}
-        pred["gradcam"] = cams
+        pred[key] = maps
         return pred
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Grad-CAM (Selvaraju et al., ICCV 2017) for CheXCls's findings, on the shared encoder's deepest level."""
+"""Grad-CAM (Selvaraju et al., ICCV 2017) for CheXCls's findings, on the shared encoder's deepest level, and the
+pieces every explanation shares (the findings' logits with their graph, maps as distributions)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def grad_cam_pass(
     network runs in eval mode (batch-norm statistics untouched) and is left in the mode it had.
 
     Raises:
-        ValueError: the network has the saliency bridge (explain it with its input-gradient saliency instead,
-            :func:`bundle.networks.input_saliency`).
+        ValueError: the network has the saliency bridge (explain it with its input gradient instead,
+            :func:`bundle.explain.input_gradient`).
     """
     if network.bridge is not None:
         raise ValueError("grad_cam: a network with the saliency bridge is explained by its input-gradient saliency")
@@ -38,22 +39,30 @@ def grad_cam_pass(
     network.eval()
     try:
         with torch.enable_grad():
-            features = network.encoder(image)
+            features, logits = finding_logits(network, image)
             deepest = features[-1]
-            sal = network.sal_head(image, features) if network.fused and network.sal_head is not None else None
-            logits = network._cls(features, sal)
-            chosen = range(logits.shape[1]) if classes is None else classes
             weighted = []
-            for k in chosen:
+            for k in range(logits.shape[1]) if classes is None else classes:
                 (grad,) = torch.autograd.grad(logits[:, k].sum(), deepest, retain_graph=True)
                 weighted.append(F.relu((grad.mean(dim=(2, 3), keepdim=True) * deepest).sum(dim=1, keepdim=True)))
     finally:
         network.train(was_training)
     cams = F.interpolate(torch.cat(weighted, dim=1).detach(), size=image.shape[2:], mode="bilinear", align_corners=False)
-    cams = cams.clamp_min(0)
-    total = cams.sum(dim=(2, 3), keepdim=True)
-    maps = torch.where(total > 0, cams / total.clamp_min(1e-12), torch.zeros_like(cams))
-    return [f.detach() for f in features], maps
+    return [f.detach() for f in features], distributions(cams.clamp_min(0))
+
+
+def finding_logits(network: MultiCheXNet, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The encoder features of ``image`` and CheXCls's (or FusionCls's) finding logits on them, with the graph kept
+    for gradients (call under ``torch.enable_grad``)."""
+    features = network.encoder(image)
+    sal = network.sal_head(image, features) if network.fused and network.sal_head is not None else None
+    return features, network._cls(features, sal)
+
+
+def distributions(maps: torch.Tensor) -> torch.Tensor:
+    """Non-negative (B, K, H, W) maps, each normalised to sum 1 (an all-zero map stays zero)."""
+    total = maps.sum(dim=(2, 3), keepdim=True)
+    return torch.where(total > 0, maps / total.clamp_min(1e-12), torch.zeros_like(maps))
 
 
 def mass_inside(values: np.ndarray, region: np.ndarray) -> float:

@@ -48,6 +48,8 @@ FORMATS: dict[str, str] = {
 }
 #: Formats with one file per explained finding, ``<name>_gradcam_<finding><ending>``.
 PER_FINDING: frozenset[str] = frozenset({"gradcam", "gradcam_nifti"})
+#: File name tag of each explanation method (Grad-CAM, or the input gradient of networks with the saliency bridge).
+EXPLANATION_TAGS: dict[str, str] = {"grad_cam": "gradcam", "input_gradient": "inputgrad"}
 #: Formats written in the source's physical geometry.
 NEEDS_GEOMETRY: frozenset[str] = frozenset({"nifti", "nrrd", "markups", "saliency_nifti", "gradcam_nifti"})
 #: Overlay colours (RGB): the mask tint, the box outlines and the saliency heat (scaled by the map's value).
@@ -67,7 +69,9 @@ class PredictionWriter:
     ``saliency`` (the image under the map of where a radiologist looks, as a heat tint) and ``saliency_nifti`` (that
     map, peak 1, as a float volume over the source); with ``explain`` (``FolderInferenceEvaluator``) ``gradcam`` and
     ``gradcam_nifti``, the same two for the Grad-CAM map of each explained finding,
-    ``<name>_gradcam_<finding>.png`` / ``.nii.gz`` (record keys ``gradcam_<finding>``, ``gradcam_nifti_<finding>``).
+    ``<name>_gradcam_<finding>.png`` / ``.nii.gz`` (record keys ``gradcam_<finding>``, ``gradcam_nifti_<finding>``);
+    for a network with the saliency bridge its input-gradient map, ``<name>_inputgrad_<finding>.png`` / ``.nii.gz``
+    (record keys ``inputgrad_<finding>``, ``inputgrad_nifti_<finding>``).
     See :mod:`bundle.outputs.geometry`. Findings, masks and boxes are :func:`bundle.decisions.decide`'s under ``policy``: nothing here applies a threshold.
 
     Every file is written atomically and the JSON last, so an image whose JSON names its source and every file it
@@ -225,16 +229,19 @@ class PredictionWriter:
     def _write_explanations(
         self, fmt: str, source: str, decision: Decision, geometry: ImageGeometry | None, base: Path
     ) -> dict[str, str]:
-        """One file of format ``fmt`` per explained finding; their names by ``<fmt>_<finding>``."""
+        """One file of format ``fmt`` per explained finding, named by the explanation's method: for Grad-CAM
+        ``<name>_gradcam_<finding>`` (record key ``<fmt>_<finding>``), for the input gradient
+        ``<name>_inputgrad_<finding>`` (record key ``<fmt>_<finding>`` with ``inputgrad`` for ``gradcam``)."""
         written = {}
+        tag = EXPLANATION_TAGS[decision.explanation_method]
         for finding, values in decision.explanations.items():
-            path = base.parent / f"{base.name}_gradcam_{finding}{FORMATS[fmt]}"
+            path = base.parent / f"{base.name}_{tag}_{finding}{FORMATS[fmt]}"
             if fmt == "gradcam":
                 step = lambda: atomic_write(path, _png_bytes(heat_overlay(source, values)))  # noqa: E731
             else:
                 step = lambda: write_nifti_map(values, geometry, path)  # noqa: E731
             if self._attempt(source, f"{fmt} {finding}", lambda: step() or True):
-                written[f"{fmt}_{finding}"] = path.name
+                written[f"{fmt.replace('gradcam', tag)}_{finding}"] = path.name
         return written
 
     def _attempt(self, source: str, stage: str, step: Callable[[], Any]) -> Any:
