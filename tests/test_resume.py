@@ -121,6 +121,11 @@ def test_kill_9_in_epoch_3_then_resume_gives_bitwise_equal_weights(tmp_path: Pat
     assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
     assert a["lr_scheduler"] == b["lr_scheduler"]
     assert a["trainer"] == b["trainer"]
+    # the best-model saver's memory resumed too: same best score, same model.pt as the uninterrupted run
+    assert a["best_model"] == b["best_model"] and a["best_model"]["best_metric"] > -1
+    best = [torch.load(run / "models" / "model.pt", map_location="cpu", weights_only=True)["model"]
+            for run in (straight, killed)]
+    assert all(torch.equal(best[0][k], best[1][k]) for k in best[0])
     # only this run's last two checkpoints, no temporary file left by the kill
     names = sorted(p.name for p in (killed / "models").iterdir() if "checkpoint" in p.name)
     assert names == [f"checkpoint_epoch={EPOCHS - 1}.pt", final]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_HOMES = {"EncoderCheckpoint": "encoder_checkpoint", "MetricsReport": "metrics_report", "PredictionWriter": "prediction_writer"}
+_HOMES = {
+    "BestModelState": "best_model",
+    "EncoderCheckpoint": "encoder_checkpoint",
+    "MetricsReport": "metrics_report",
+    "PredictionWriter": "prediction_writer",
+}
 __all__ = list(_HOMES)
 
 

@@ -21,7 +21,7 @@ from .random_state import data_random_state, global_random_state, set_data_rando
 
 _EPOCH = re.compile(r"_epoch=(\d+)\.pt$")
 #: Entries the handler writes itself; ``objects`` may not use these names.
-_OWN = ("trainer", "scaler", "random")
+_OWN = ("trainer", "scaler", "random", "best_model")
 _FIX = "resume with the configuration that wrote it, or start afresh with --resume False or another --ckpt_dir"
 
 
@@ -101,6 +101,9 @@ class TrainingCheckpoint:
         n_saved: checkpoints kept (two by default, so that a damaged newest file has a predecessor).
         prefix: file name prefix.
         resume: whether to resume from the newest checkpoint (False: start afresh, still saving).
+        best_model: the best-model saver's memory (:class:`bundle.handlers.best_model.BestModelState`), saved and
+            restored with the rest, so that a resumed run replaces ``model.pt`` only with a better model. A
+            checkpoint written without it resumes with a warning that the best score starts afresh.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class TrainingCheckpoint:
         n_saved: int = 2,
         prefix: str = "checkpoint",
         resume: bool = True,
+        best_model: Any | None = None,
     ) -> None:
         reserved = sorted(set(objects) & set(_OWN))
         if reserved:
@@ -123,6 +127,7 @@ class TrainingCheckpoint:
         self.n_saved = n_saved
         self.prefix = prefix
         self.resume = resume
+        self.best_model = best_model
         self.data: dict[str, Any] = {}
         self.logger = logging.getLogger(__name__)
 
@@ -185,6 +190,8 @@ class TrainingCheckpoint:
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         state["random"] = random_states
+        if self.best_model is not None:
+            state["best_model"] = self.best_model.state_dict()
         buffer = io.BytesIO()
         torch.save(state, buffer)
         path = self.ckpt_dir / f"{self.prefix}_epoch={engine.state.epoch}.pt"
@@ -243,10 +250,20 @@ class TrainingCheckpoint:
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             self._load_random(path, state.get("random"))
+            self._load_best_model(path, state.get("best_model"))
         except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as error:
             raise CheckpointError(
                 f"{path}: its trainer, scaler or random states do not load ({error!r}); {_FIX}"
             ) from error
+
+    def _load_best_model(self, path: Path, saved: Mapping[str, Any] | None) -> None:
+        if self.best_model is None:
+            return
+        if saved is None:
+            self.logger.warning("%s holds no best-model score: the next validation's model becomes model.pt whatever "
+                                "its score", path)
+            return
+        self.best_model.load_state_dict(saved)
 
     def _load_random(self, path: Path, saved: list[dict[str, Any]] | None) -> None:
         if not saved:
