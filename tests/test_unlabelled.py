@@ -17,6 +17,7 @@ from monai.data import DataLoader
 from PIL import Image
 
 from bundle.data import DatalistError, multitask_collate, unlabelled_entries, unlabelled_loader, weak_strong_views
+from bundle.data.sources import unlabelled_entry
 from bundle.data.views import STRONG_KEY, WEAK_KEY
 from bundle.detection import CheXDetector
 from bundle.engines import MultiTaskTrainer, SemiSupervised
@@ -60,6 +61,18 @@ def test_unlabelled_image_of_a_test_patient_is_refused(tmp_path: Path) -> None:
     path = _datalist(tmp_path, [{"image": _png(tmp_path / "u.png", 5), "patient_id": "t"}])
     with pytest.raises(DatalistError, match=r"held-out patients: .*toy patient t .*testing"):
         unlabelled_entries(path, ["seg"])
+
+
+def test_unlabelled_nih_image_is_kept_apart_from_another_datasets_patient_numbers(tmp_path: Path) -> None:
+    nih = unlabelled_entry(tmp_path / _png(tmp_path / "00000102_000.png", 5))
+    assert nih["patient_id"] == "nih-102"
+    covid = _datalist(tmp_path, [nih], testing=[{"image": _png(tmp_path / "t.png", 4), "patient_id": "102"}])
+    assert [e["image"] for e in unlabelled_entries(covid, [])] == [nih["image"]]  # COVID patient 102 is not NIH's
+    content = json.loads(covid.read_text())
+    content["testing"] = [{"image": _png(tmp_path / "00000102_001.png", 6), "patient_id": "102"}]
+    covid.write_text(json.dumps(content))
+    with pytest.raises(DatalistError, match="NIH patient 102"):  # the same NIH patient is still found
+        unlabelled_entries(covid, [])
 
 
 def test_unlabelled_weak_and_strong_views_are_pixel_aligned() -> None:

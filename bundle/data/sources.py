@@ -125,10 +125,15 @@ def stem(path: str | Path) -> str:
 
 
 def unlabelled_entry(path: Path, patient_pattern: str | None = None) -> dict[str, Any]:
-    """An ``unlabelled`` entry: the image and its patient (the NIH patient of an NIH file name, else the first
-    group of ``patient_pattern`` on the stem, else the stem)."""
+    """An ``unlabelled`` entry: the image and its patient (``nih-<patient>`` for an NIH file name, else the first
+    group of ``patient_pattern`` on the stem, else the stem).
+
+    The ``nih-`` prefix keeps NIH patient numbers apart from another dataset's numeric ids (COVID patient 102 is
+    not NIH patient 102); NIH images are still matched to their NIH patient through the file name."""
     patient = nih_patient(path.name)
-    if patient is None and patient_pattern:
+    if patient is not None:
+        return {"image": str(path), "patient_id": f"nih-{patient}"}
+    if patient_pattern:
         match = re.search(patient_pattern, stem(path))
         if not match:
             raise SourceError(f"{path}: patient_pattern {patient_pattern!r} does not match the file name")
