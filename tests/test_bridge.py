@@ -61,6 +61,11 @@ def test_bridge_eval_matches_gated_and_no_grad_inference() -> None:
     assert torch.allclose(plain["seg"], gated["seg"], atol=1e-5)
     assert torch.allclose(plain["cls"], gated["cls"], atol=1e-6)
     assert torch.allclose(plain["seg"], net(image)["seg"], atol=1e-5)  # with or without autograd
+    calls: list[int] = []
+    net.cls_head.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        net.forward_gated(image)
+    assert len(calls) == 1  # the logits the saliency came from are the gated pass's cls
 
 
 def test_bridge_model_file_rebuilds_it_and_export_is_refused(tmp_path: Path) -> None:

@@ -184,9 +184,11 @@ class MultiCheXNet(nn.Module):
         saliency: Optional[torch.Tensor] = None
         if self.bridge is not None:
             features, cls, saliency = self._encode_bridged(image)
+            out = self.forward_heads(image, features, ["det_gate", "seg_gate", "sal"])
+            out["cls"] = cls
         else:
             features = self.encoder(image)
-        out = self.forward_heads(image, features, ["cls", "det_gate", "seg_gate", "sal"])
+            out = self.forward_heads(image, features, ["cls", "det_gate", "seg_gate", "sal"])
         det_in = torch.sigmoid(out["det_gate"][:, 0]) >= det_threshold
         seg_in = torch.sigmoid(out["seg_gate"][:, 0]) >= seg_threshold
         batch = image.shape[0]
