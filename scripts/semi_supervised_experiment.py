@@ -47,7 +47,8 @@ def _run(cmd: list[str], log: Path) -> float:
 
 
 def prepare(work: Path, unlabelled_limit: int) -> Path:
-    """The COVID datalist with the NIH thumbnails (the first ``unlabelled_limit``) as its unlabelled list."""
+    """The COVID datalist with the NIH thumbnails (the first ``unlabelled_limit``) and the full-resolution NIH
+    images as its unlabelled list (none with ``unlabelled_limit`` 0)."""
     datalist = work / "covid.json"
     if datalist.is_file():
         return datalist
@@ -55,7 +56,10 @@ def prepare(work: Path, unlabelled_limit: int) -> Path:
     covid = SHARED / "covid"
     _run([sys.executable, "scripts/prepare.py", "covid", str(covid / "metadata.csv"), str(datalist), "--images_dir",
           str(covid / "images"), "--masks_dir", str(covid / "lung_masks")], work / "prepare_covid.log")
+    if unlabelled_limit == 0:
+        return datalist
     nih = sorted((SHARED / "nih1000" / "images").glob("*.png"))[:unlabelled_limit]
+    nih += sorted((SHARED / "nih_fullres").glob("*.png"))
     csv = work / "nih_unlabelled.csv"
     csv.write_text("image\n" + "\n".join(str(p) for p in nih) + "\n")
     _run([sys.executable, "scripts/prepare.py", "unlabelled", str(csv), str(datalist)], work / "prepare_nih.log")
@@ -106,42 +110,57 @@ def test_dice(model: Path, datalist: Path, size: int) -> dict[str, Any]:
     return {"dice": ci.value, "low": ci.low, "high": ci.high, "images": len(values), "patients": len(set(patients))}
 
 
+#: Every arm: its configs, its overrides ("{encoder}": the contrastive encoder file) and whether it needs that file.
+ARMS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "supervised": (SUPERVISED, {}),
+    "semi + bridge": (SEMI, {}),
+    "semi, no bridge": (SEMI, {"network_def#saliency_bridge": "False"}),
+    "ssl + supervised": (SUPERVISED, {"pretrained_encoder": "{encoder}"}),
+    "ssl + semi + bridge": (SEMI, {"pretrained_encoder": "{encoder}"}),
+}
+PAIR = ("supervised", "semi + bridge")
+ABLATION = ("semi, no bridge", "ssl + supervised", "ssl + semi + bridge")
+
+
 class Experiment:
     """Lung Dice vs number of labelled masks, supervised and semi-supervised."""
 
     def run(
         self, output: str = "docs/results/semi_supervised", work: str = "data/real/semi_supervised",
         labelled: Any = (5, 10, 20, None), image_size: int = 256, iterations: int = 60, batch_size: int = 4,
-        unlabelled_ratio: int = 1, unlabelled_limit: int = 200, ssl_epochs: int = 2, ablate_at: int = 10,
+        unlabelled_ratio: int = 1, unlabelled_limit: int = 200, ssl_epochs: int = 2, ablate_at: Any = 10,
+        part: str = "", arms: Any = PAIR,
     ) -> None:
-        """Every arm at every ``labelled`` count (None: all masks): supervised, semi-supervised with the bridge;
-        at ``ablate_at`` labels also semi-supervised without the bridge, and both after contrastive pretraining.
-        Results as JSON and a markdown table in ``output``."""
+        """The ``arms`` (names of :data:`ARMS`; by default supervised and semi-supervised with the bridge) at every
+        ``labelled`` count (None: all masks), and at ``ablate_at`` labels also the :data:`ABLATION` arms (without
+        the bridge, and after contrastive pretraining). ``unlabelled_limit`` 0: no NIH image, only the COVID images
+        without a (kept) mask are unlabelled. Results in ``output``/results``part``.json (``part`` names one share
+        of the grid run by its own process) and the markdown table of every share (:meth:`table`)."""
         work_dir, out_dir = ROOT / work, ROOT / output
         out_dir.mkdir(parents=True, exist_ok=True)
+        unknown = set(arms) - set(ARMS)
+        if unknown:
+            raise SystemExit(f"unknown arms {sorted(unknown)}; choose from {list(ARMS)}")
         base = prepare(work_dir, unlabelled_limit)
         common = ["--image_size", f"[{image_size},{image_size}]", "--batch_size", str(batch_size), "--amp", "False"]
         encoder = work_dir / "ssl" / "model.pt"
+        unlabelled = "COVID" if unlabelled_limit == 0 else "COVID + NIH"
         results: list[dict[str, Any]] = []
-        arms = [("supervised", SUPERVISED, {}), ("semi + bridge", SEMI, {})]
         for n in labelled:
             datalist = with_masks(base, n)
             masks = sum("mask" in e for e in read_datalist(datalist)["training"])
             epochs = max(1, math.ceil(iterations / math.ceil(masks / batch_size)))
-            todo = list(arms)
-            if n == ablate_at:
-                if not encoder.is_file():
-                    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-                           str(["configs/train.json", "configs/ssl_pretrain.json"]), "--datalist_file", str(datalist),
-                           "--ckpt_dir", str(encoder.parent), "--ssl_epochs", str(ssl_epochs), "--ssl_batch_size", "16",
-                           "--network_def#backbone", "efficientnet-b0", "--output_dir", str(work_dir / "eval_ssl"),
-                           "--resume", "False", *common]
-                    wall = _run(cmd, work_dir / "ssl.log")
-                    results.append({"arm": "contrastive pretraining", "labelled": None, "wall_s": round(wall)})
-                todo += [("semi, no bridge", SEMI, {"network_def#saliency_bridge": "False"}),
-                         ("ssl + supervised", SUPERVISED, {"pretrained_encoder": str(encoder)}),
-                         ("ssl + semi + bridge", SEMI, {"pretrained_encoder": str(encoder)})]
-            for arm, configs, extra in todo:
+            todo = list(arms) + ([a for a in ABLATION if a not in arms] if n == ablate_at else [])
+            if any("{encoder}" in ARMS[a][1].values() for a in todo) and not encoder.is_file():
+                cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                       str(["configs/train.json", "configs/ssl_pretrain.json"]), "--datalist_file", str(datalist),
+                       "--ckpt_dir", str(encoder.parent), "--ssl_epochs", str(ssl_epochs), "--ssl_batch_size", "16",
+                       "--network_def#backbone", "efficientnet-b0", "--output_dir", str(work_dir / "eval_ssl"),
+                       "--resume", "False", *common]
+                wall = _run(cmd, work_dir / "ssl.log")
+                results.append({"arm": "contrastive pretraining", "labelled": None, "wall_s": round(wall)})
+            for arm in todo:
+                configs, extra = ARMS[arm]
                 name = f"{arm.replace(' ', '').replace('+', '_').replace(',', '_')}_n{n or 'all'}"
                 ckpt = work_dir / name
                 cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(configs),
@@ -149,16 +168,25 @@ class Experiment:
                        "--epochs", str(epochs), "--val_interval", str(max(1, epochs // 5)), "--resume", "False",
                        "--unlabelled_ratio", str(unlabelled_ratio), *common]
                 for key, value in extra.items():
-                    cmd += [f"--{key}", value]
+                    cmd += [f"--{key}", value.format(encoder=encoder)]
                 wall = _run(cmd, work_dir / f"{name}.log")
-                row = {"arm": arm, "labelled": masks, "epochs": epochs, "wall_s": round(wall),
-                       **test_dice(ckpt / "model.pt", datalist, image_size)}
+                row = {"arm": arm, "labelled": masks, "unlabelled": unlabelled, "epochs": epochs,
+                       "wall_s": round(wall), **test_dice(ckpt / "model.pt", datalist, image_size)}
                 results.append(row)
                 print(json.dumps(row), flush=True)
-                (out_dir / "results.json").write_text(json.dumps(results, indent=1))
-        lines = ["| arm | labelled masks | epochs | test Dice (95% CI) | wall s |", "|---|---|---|---|---|"]
-        lines += [f"| {r['arm']} | {r['labelled']} | {r['epochs']} | {r['dice']:.3f} ({r['low']:.3f}, {r['high']:.3f}) "
-                  f"| {r['wall_s']} |" for r in results if "dice" in r]
+                (out_dir / f"results{part}.json").write_text(json.dumps(results, indent=1))
+        self.table(output)
+
+    def table(self, output: str = "docs/results/semi_supervised") -> None:
+        """The markdown table (``output``/results.md) of every results*.json in ``output``, by labelled masks."""
+        out_dir = ROOT / output
+        results = [r for f in sorted(out_dir.glob("results*.json")) for r in json.loads(f.read_text())]
+        rows = sorted((r for r in results if "dice" in r),
+                      key=lambda r: (r["labelled"], r.get("unlabelled", "COVID + NIH"), r["arm"]))
+        lines = ["| arm | labelled masks | unlabelled | epochs | test Dice (95% CI) | wall s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['arm']} | {r['labelled']} | {r.get('unlabelled', 'COVID + NIH')} | {r['epochs']} "
+                  f"| {r['dice']:.3f} ({r['low']:.3f}, {r['high']:.3f}) | {r['wall_s']} |" for r in rows]
+        lines += [f"| {r['arm']} | | | | | {r['wall_s']} |" for r in results if "dice" not in r]
         (out_dir / "results.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
 
