@@ -12,9 +12,7 @@ patient) are summarised with patient-bootstrap 95% CIs.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bundle.data.datalist import read_datalist  # noqa: E402
 from bundle.data.splits import SPLITS  # noqa: E402
 from lung_report import collect_cases, summarise  # noqa: E402
+from run_logged import run_logged  # noqa: E402
 
 RECIPE = ("configs/train.json", "configs/lung.json")
 
@@ -61,16 +60,6 @@ def fold_datalists(datalist: str, folds: int = 5, val_fraction: float = 0.12, se
         extra = {k: v for k, v in content.items() if k not in SPLITS}
         result.append({**extra, **lists, "fold": fold, "folds": folds, "seed": seed})
     return result
-
-
-def _run(command: list[str], log: Path) -> float:
-    """Run ``command``, its output to ``log``; the wall time in seconds. Raises SystemExit naming the log."""
-    start = time.perf_counter()
-    with log.open("w") as out:
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
-    if code != 0:
-        raise SystemExit(f"{' '.join(command[:6])} ... failed ({code}): see {log}")
-    return time.perf_counter() - start
 
 
 def _flags(overrides: dict[str, Any] | None) -> list[str]:
@@ -112,11 +101,11 @@ def main(
         fold_list = fold_dir / "datalist.json"
         fold_list.write_text(json.dumps(content, indent=1))
         model = fold_dir / "model"
-        train_s = _run(bundle + ["training", "--config_file", config, "--datalist_file", str(fold_list),
+        train_s = run_logged(bundle + ["training", "--config_file", config, "--datalist_file", str(fold_list),
                                  "--ckpt_dir", str(model), "--output_dir", str(fold_dir / "train"), *extra],
                        fold_dir / "training.log") if train else 0.0
         predictions = fold_dir / ("predictions_" + tag if tag else "predictions")
-        infer_s = _run(bundle + ["inference", "--config_file", str(Path("configs/inference.json").resolve()),
+        infer_s = run_logged(bundle + ["inference", "--config_file", str(Path("configs/inference.json").resolve()),
                                  "--ckpt_dir", str(model), "--input_dir", str(images), "--output_dir",
                                  str(predictions), *_flags(inference_overrides)],
                        fold_dir / f"inference{'_' + tag if tag else ''}.log")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +23,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from bundle.data import LoadCXRd, PrepareTargetsd, ResizeTargetsd, read_datalist  # noqa: E402
 from bundle.metrics.bootstrap import bootstrap_ci  # noqa: E402
 from bundle.metrics.segmentation import dice_per_image  # noqa: E402
 from bundle.packaging import read_checkpoint, read_package  # noqa: E402
+from run_logged import run_logged  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SUPERVISED = ["configs/train.json", "configs/lung.json"]
 SEMI = [*SUPERVISED, "configs/semi_supervised.json"]
-
-
-def _run(cmd: list[str], log: Path) -> float:
-    """Run ``cmd`` at low priority from the bundle root, its output in ``log``; the wall time in seconds."""
-    start = time.perf_counter()
-    with open(log, "w") as handle:
-        done = subprocess.run(["nice", "-n", "10", *cmd], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode:
-        raise SystemExit(f"failed ({done.returncode}), see {log}: {' '.join(cmd)}")
-    return time.perf_counter() - start
 
 
 def prepare(work: Path, unlabelled_limit: int) -> Path:
@@ -54,15 +44,17 @@ def prepare(work: Path, unlabelled_limit: int) -> Path:
         return datalist
     work.mkdir(parents=True, exist_ok=True)
     covid = SHARED / "covid"
-    _run([sys.executable, "scripts/prepare.py", "covid", str(covid / "metadata.csv"), str(datalist), "--images_dir",
-          str(covid / "images"), "--masks_dir", str(covid / "lung_masks")], work / "prepare_covid.log")
+    run_logged([sys.executable, "scripts/prepare.py", "covid", str(covid / "metadata.csv"), str(datalist),
+                "--images_dir", str(covid / "images"), "--masks_dir", str(covid / "lung_masks")],
+               work / "prepare_covid.log", cwd=ROOT, nice=10)
     if unlabelled_limit == 0:
         return datalist
     nih = sorted((SHARED / "nih1000" / "images").glob("*.png"))[:unlabelled_limit]
     nih += sorted((SHARED / "nih_fullres").glob("*.png"))
     csv = work / "nih_unlabelled.csv"
     csv.write_text("image\n" + "\n".join(str(p) for p in nih) + "\n")
-    _run([sys.executable, "scripts/prepare.py", "unlabelled", str(csv), str(datalist)], work / "prepare_nih.log")
+    run_logged([sys.executable, "scripts/prepare.py", "unlabelled", str(csv), str(datalist)], work / "prepare_nih.log",
+               cwd=ROOT, nice=10)
     return datalist
 
 
@@ -157,7 +149,7 @@ class Experiment:
                        "--ckpt_dir", str(encoder.parent), "--ssl_epochs", str(ssl_epochs), "--ssl_batch_size", "16",
                        "--network_def#backbone", "efficientnet-b0", "--output_dir", str(work_dir / "eval_ssl"),
                        "--resume", "False", *common]
-                wall = _run(cmd, work_dir / "ssl.log")
+                wall = run_logged(cmd, work_dir / "ssl.log", cwd=ROOT, nice=10)
                 results.append({"arm": "contrastive pretraining", "labelled": None, "wall_s": round(wall)})
             for arm in todo:
                 configs, extra = ARMS[arm]
@@ -169,7 +161,7 @@ class Experiment:
                        "--unlabelled_ratio", str(unlabelled_ratio), *common]
                 for key, value in extra.items():
                     cmd += [f"--{key}", value.format(encoder=encoder)]
-                wall = _run(cmd, work_dir / f"{name}.log")
+                wall = run_logged(cmd, work_dir / f"{name}.log", cwd=ROOT, nice=10)
                 row = {"arm": arm, "labelled": masks, "unlabelled": unlabelled, "epochs": epochs,
                        "wall_s": round(wall), **test_dice(ckpt / "model.pt", datalist, image_size)}
                 results.append(row)
