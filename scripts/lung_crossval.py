@@ -102,13 +102,13 @@ def main(
         fold_list.write_text(json.dumps(content, indent=1))
         model = fold_dir / "model"
         train_s = run_logged(bundle + ["training", "--config_file", config, "--datalist_file", str(fold_list),
-                                 "--ckpt_dir", str(model), "--output_dir", str(fold_dir / "train"), *extra],
-                       fold_dir / "training.log") if train else 0.0
+                                       "--ckpt_dir", str(model), "--output_dir", str(fold_dir / "train"), *extra],
+                             fold_dir / "training.log") if train else 0.0
         predictions = fold_dir / ("predictions_" + tag if tag else "predictions")
         infer_s = run_logged(bundle + ["inference", "--config_file", str(Path("configs/inference.json").resolve()),
-                                 "--ckpt_dir", str(model), "--input_dir", str(images), "--output_dir",
-                                 str(predictions), *_flags(inference_overrides)],
-                       fold_dir / f"inference{'_' + tag if tag else ''}.log")
+                                       "--ckpt_dir", str(model), "--input_dir", str(images), "--output_dir",
+                                       str(predictions), *_flags(inference_overrides)],
+                             fold_dir / f"inference{'_' + tag if tag else ''}.log")
         cases = collect_cases(str(fold_list), str(predictions))
         for case in cases:
             case["fold"] = content["fold"]

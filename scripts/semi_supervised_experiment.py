@@ -102,7 +102,7 @@ def test_dice(model: Path, datalist: Path, size: int) -> dict[str, Any]:
     return {"dice": ci.value, "low": ci.low, "high": ci.high, "images": len(values), "patients": len(set(patients))}
 
 
-#: Every arm: its configs, its overrides ("{encoder}": the contrastive encoder file) and whether it needs that file.
+#: Every arm: its configs and its overrides ("{encoder}" stands for the contrastive encoder file, trained first).
 ARMS: dict[str, tuple[list[str], dict[str, str]]] = {
     "supervised": (SUPERVISED, {}),
     "semi + bridge": (SEMI, {}),
@@ -112,6 +112,8 @@ ARMS: dict[str, tuple[list[str], dict[str, str]]] = {
 }
 PAIR = ("supervised", "semi + bridge")
 ABLATION = ("semi, no bridge", "ssl + supervised", "ssl + semi + bridge")
+#: The unlabelled pool of rows written before the ``unlabelled`` field existed.
+DEFAULT_POOL = "COVID + NIH"
 
 
 class Experiment:
@@ -136,7 +138,7 @@ class Experiment:
         base = prepare(work_dir, unlabelled_limit)
         common = ["--image_size", f"[{image_size},{image_size}]", "--batch_size", str(batch_size), "--amp", "False"]
         encoder = work_dir / "ssl" / "model.pt"
-        unlabelled = "COVID" if unlabelled_limit == 0 else "COVID + NIH"
+        unlabelled = "COVID" if unlabelled_limit == 0 else DEFAULT_POOL
         results: list[dict[str, Any]] = []
         for n in labelled:
             datalist = with_masks(base, n)
@@ -173,10 +175,11 @@ class Experiment:
         """The markdown table (``output``/results.md) of every results*.json in ``output``, by labelled masks."""
         out_dir = ROOT / output
         results = [r for f in sorted(out_dir.glob("results*.json")) for r in json.loads(f.read_text())]
-        rows = sorted((r for r in results if "dice" in r),
-                      key=lambda r: (r["labelled"], r.get("unlabelled", "COVID + NIH"), r["arm"]))
-        lines = ["| arm | labelled masks | unlabelled | epochs | test Dice (95% CI) | wall s |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['arm']} | {r['labelled']} | {r.get('unlabelled', 'COVID + NIH')} | {r['epochs']} "
+        rows = sorted(({"unlabelled": DEFAULT_POOL, **r} for r in results if "dice" in r),
+                      key=lambda r: (r["labelled"], r["unlabelled"], r["arm"]))
+        lines = ["| arm | labelled masks | unlabelled | epochs | test Dice (95% CI) | wall s |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {r['arm']} | {r['labelled']} | {r['unlabelled']} | {r['epochs']} "
                   f"| {r['dice']:.3f} ({r['low']:.3f}, {r['high']:.3f}) | {r['wall_s']} |" for r in rows]
         lines += [f"| {r['arm']} | | | | | {r['wall_s']} |" for r in results if "dice" not in r]
         (out_dir / "results.md").write_text("\n".join(lines) + "\n")
