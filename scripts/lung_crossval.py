@@ -70,7 +70,7 @@ def _flags(overrides: dict[str, Any] | None) -> list[str]:
 def main(
     datalist: str, output_dir: str, folds: int = 5, val_fraction: float = 0.12, seed: int = 0,
     configs: Any = RECIPE, overrides: dict[str, Any] | None = None, worst: int = 5, train: bool = True,
-    inference_overrides: dict[str, Any] | None = None, tag: str = "",
+    inference_overrides: dict[str, Any] | None = None, tag: str = "", only: list[int] | None = None,
 ) -> None:
     """Train, infer and score every fold; write ``crossval.json`` (per fold and pooled) and the pooled
     ``lung_scores.json`` / ``worst_cases.png`` to ``output_dir`` (``output_dir/<tag>`` with a ``tag``).
@@ -83,14 +83,20 @@ def main(
         inference_overrides: extra ``--key value`` pairs for ``run inference`` (e.g.
             ``{"mask_postprocessing": "{'neck_fraction': 0}"}``).
         tag: names the predictions folders (``predictions_<tag>``) and the summary folder of this scoring.
+        only: run these folds only (e.g. ``[1, 4]``, to share the folds between processes); their summary goes to
+            ``folds_<i>_<j>`` under the summary folder, and a later ``train=False`` run pools every fold.
     """
     out = Path(output_dir).resolve()
     summary_dir = out / tag if tag else out
+    if only is not None:
+        summary_dir = summary_dir / ("folds_" + "_".join(str(i) for i in only))
     config = "[" + ",".join(f"'{Path(c).resolve()}'" for c in configs) + "]"
     extra = _flags(overrides)
     bundle = [sys.executable, "-m", "monai.bundle", "run"]
     pooled, per_fold = [], []
     for content in fold_datalists(datalist, folds, val_fraction, seed):
+        if only is not None and content["fold"] not in only:
+            continue
         fold_dir = out / f"fold_{content['fold']}"
         images = fold_dir / "test_images"
         images.mkdir(parents=True, exist_ok=True)
