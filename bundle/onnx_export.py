@@ -1,9 +1,11 @@
-"""ONNX export of MultiCheXNet: the encoder, every head and both gates in one graph.
+"""ONNX export of MultiCheXNet: the encoder, every head and both gates in one graph, gated as ``forward_gated``.
 
-The graph is ``forward`` with all heads: input ``image`` (B, C, W, H) float32 with W and H multiples of 32 (batch
-and both sides dynamic), outputs :data:`OUTPUT_NAMES` with the shapes of ``MultiCheXNet.forward``. Gating (which
-heads' outputs an image keeps) is applied on these outputs by :class:`bundle.runtimes.OnnxRuntimeBackend`, with
-the same rule as ``forward_gated``. The opset and any caller metadata travel in the model's ``metadata_props``.
+The graph is ``MultiCheXNet.forward_gated``: inputs ``image`` (B, C, W, H) float32 with W and H multiples of 32
+(batch and both sides dynamic) and the scalar float32 gate thresholds :data:`THRESHOLD_NAMES`; outputs
+:func:`output_names` then :data:`GATED_NAMES`, with the shapes of ``forward_gated``. The detection and segmentation
+heads run on the rows their gate passes only (thresholds 0 pass every image: ``forward``'s outputs), so ONNX
+Runtime gains from gating as PyTorch does. The opset and any caller metadata travel in the model's
+``metadata_props``.
 """
 
 from __future__ import annotations
@@ -28,22 +30,26 @@ OUTPUT_NAMES: tuple[str, ...] = ("cls", "seg", "det_cls", "det_box", "det_gate",
 def output_names(network: nn.Module) -> tuple[str, ...]:
     """The graph outputs of ``network``: :data:`OUTPUT_NAMES`, plus ``sal`` with a saliency head."""
     return OUTPUT_NAMES + (("sal",) if getattr(network, "sal_head", None) is not None else ())
+#: Scalar graph inputs after the image: the detection and segmentation gate thresholds.
+THRESHOLD_NAMES: tuple[str, str] = ("det_threshold", "seg_threshold")
+#: Graph outputs after :func:`output_names`: whether each image passed the detection / segmentation gate.
+GATED_NAMES: tuple[str, str] = ("det_gated_in", "seg_gated_in")
 #: ONNX opset of the exported graph (torch 2.13's exporter default).
 ONNX_OPSET: int = 20
 #: ``metadata_props`` key holding the opset.
 OPSET_KEY: str = "opset"
 
 
-class _AllHeads(nn.Module):
-    """``network.forward`` with every head, as a tuple in :func:`output_names` order."""
+class _Gated(nn.Module):
+    """``network.forward_gated`` as a tuple in :func:`output_names` + :data:`GATED_NAMES` order."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
-        self.names = output_names(network)
+        self.names = output_names(network) + GATED_NAMES
 
-    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        out = self.network(image)
+    def forward(self, image: Tensor, det_threshold: Tensor, seg_threshold: Tensor) -> tuple[Tensor, ...]:
+        out = self.network.forward_gated(image, det_threshold, seg_threshold)
         return tuple(out[key] for key in self.names)
 
 
@@ -74,15 +80,16 @@ def export_onnx(
     if bad:
         raise ValueError(f"metadata values must be strings (serialise JSON with json.dumps): {bad}")
     image = torch.rand(2, in_channels, 64, 64)
+    thresholds = (torch.tensor(0.0), torch.tensor(0.0))  # two tensors: one passed twice would be one graph input
     sides = {2: 32 * Dim("w32", min=1), 3: 32 * Dim("h32", min=1)}
     program = torch.onnx.export(
-        _AllHeads(network).eval(),
-        (image,),
+        _Gated(network).eval(),
+        (image, *thresholds),
         dynamo=True,
-        input_names=[INPUT_NAME],
-        output_names=list(output_names(network)),
+        input_names=[INPUT_NAME, *THRESHOLD_NAMES],
+        output_names=[*output_names(network), *GATED_NAMES],
         opset_version=opset,
-        dynamic_shapes={"image": {0: Dim("batch", min=1), **sides}},
+        dynamic_shapes={"image": {0: Dim("batch", min=1), **sides}, "det_threshold": {}, "seg_threshold": {}},
         verbose=False,
     )
     model = program.model_proto

@@ -19,6 +19,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -93,6 +94,11 @@ class TorchBackend(Backend):
 class OnnxRuntimeBackend(Backend):
     """An ONNX model from :func:`bundle.onnx_export.export_onnx` in an ONNX Runtime CPU session.
 
+    A gated graph (inputs ``image`` and the two gate thresholds, bundle 0.5.3 on) runs the detection and segmentation
+    heads on the images their gate passes only; ``backend(image)`` runs it with thresholds 0 (every image passes).
+    An all-heads graph of an earlier export (input ``image`` only) computes every head, and :func:`gate_outputs`
+    gates its outputs.
+
     Args:
         model: path of the ``.onnx`` file, or its serialised bytes.
         threads: intra-op threads; None uses ``torch.get_num_threads()`` (the cores PyTorch uses here).
@@ -118,23 +124,35 @@ class OnnxRuntimeBackend(Backend):
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        inputs = [i.name for i in self.session.get_inputs()]
+        self.input_name, self.threshold_names = inputs[0], inputs[1:]
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def gated(self) -> bool:
+        """Whether the graph takes gate thresholds (and skips the heads of gated-out images)."""
+        return bool(self.threshold_names)
 
     @property
     def metadata(self) -> dict[str, str]:
         """The model's ``metadata_props`` (opset, and what the exporter embedded)."""
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+    def _run(self, image: Tensor, thresholds: tuple[float, ...]) -> dict[str, Tensor]:
         _check_image(image)
-        array = image.detach().to("cpu", torch.float32).contiguous().numpy()
-        values = self.session.run(self.output_names, {self.input_name: array})
+        feeds = {self.input_name: image.detach().to("cpu", torch.float32).contiguous().numpy()}
+        feeds.update({name: np.asarray(t, dtype=np.float32) for name, t in zip(self.threshold_names, thresholds)})
+        values = self.session.run(self.output_names, feeds)
         return {k: torch.from_numpy(v).to(image.device) for k, v in zip(self.output_names, values)}
 
+    def __call__(self, image: Tensor) -> dict[str, Tensor]:
+        out = self._run(image, (0.0, 0.0))
+        return {k: v for k, v in out.items() if k not in ("det_gated_in", "seg_gated_in")}
+
     def forward_gated(self, image: Tensor, det_threshold: float = 0.5, seg_threshold: float = 0.5) -> dict[str, Tensor]:
-        """Every head on every image, then :func:`gate_outputs`: the same outputs as ``forward_gated``, though
-        the gated-out images' detection and segmentation heads are computed (ONNX Runtime runs the whole graph)."""
+        """``forward_gated``'s outputs; an all-heads graph computes the gated-out images' heads too."""
+        if self.gated:
+            return self._run(image, (det_threshold, seg_threshold))
         return gate_outputs(self(image), det_threshold, seg_threshold)
 
 

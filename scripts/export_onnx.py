@@ -1,4 +1,5 @@
-"""Export the model of a checkpoint folder to ONNX (encoder, all heads, gates; dynamic batch and image size), with
+"""Export the model of a checkpoint folder to ONNX (encoder, all heads, gates and the gating: the detection and
+segmentation heads run on the images their gate passes; dynamic batch and image size), with
 ``metadata.json``, ``inference.json`` and the model package (network, detector, decision policy) embedded as
 ``metadata_props``, as ``scripts/export_torchscript.py`` embeds them in TorchScript.
 
@@ -30,7 +31,7 @@ def main(
     **override: Any,
 ) -> None:
     """Export ``<ckpt_dir>/model.pt`` (``override``: config ids and values) to ``filepath``; print the model's
-    inputs, outputs and metadata keys as JSON."""
+    image input, threshold inputs, outputs and metadata keys as JSON."""
     try:
         network, texts = exportable(ckpt_dir, config_file, meta_file, **override)
     except (FileNotFoundError, ModelFileError) as err:
@@ -41,6 +42,7 @@ def main(
         "filepath": filepath,
         "opset": opset,
         "input": {model.graph.input[0].name: dims},
+        "thresholds": [i.name for i in model.graph.input[1:]],
         "outputs": [o.name for o in model.graph.output],
         "metadata_props": [p.key for p in model.metadata_props],
     }

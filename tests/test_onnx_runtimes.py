@@ -21,7 +21,15 @@ from monai.transforms import Resize  # noqa: E402
 
 from bundle.data import load_cxr  # noqa: E402
 from bundle.export import check_network_io, max_output_difference  # noqa: E402
-from bundle.onnx_export import ONNX_OPSET, OPSET_KEY, OUTPUT_NAMES, export_onnx, read_onnx_metadata  # noqa: E402
+from bundle.onnx_export import (  # noqa: E402
+    GATED_NAMES,
+    ONNX_OPSET,
+    OPSET_KEY,
+    OUTPUT_NAMES,
+    THRESHOLD_NAMES,
+    export_onnx,
+    read_onnx_metadata,
+)
 from bundle.packaging import EXTRA_FILE, ModelPackage, read_checkpoint, read_package  # noqa: E402
 from bundle.runtimes import (  # noqa: E402
     BACKENDS,
@@ -50,7 +58,8 @@ def _export_cmd(ckpt_dir: Path, filepath: Path, config: Path = CONFIG, meta: Pat
 @pytest.fixture(scope="module")
 def exported(random_onnx: dict[str, Path]) -> dict[str, Path]:
     """The session's random-initialised packaged model, its TorchScript and its ONNX export by the command."""
-    assert random_onnx["summary"]["outputs"] == list(OUTPUT_NAMES)
+    assert random_onnx["summary"]["outputs"] == [*OUTPUT_NAMES, *GATED_NAMES]
+    assert random_onnx["summary"]["thresholds"] == list(THRESHOLD_NAMES)
     return random_onnx
 
 
@@ -139,7 +148,9 @@ def test_onnx_embedded_texts_missing_name_the_export_command(exported: dict[str,
 
 def test_onnx_export_has_dynamic_batch_and_image_size(exported: dict[str, Path], eager: torch.nn.Module) -> None:
     model = onnx.load_model(str(exported["onnx"]), load_external_data=False)
-    (image,) = model.graph.input
+    image, *thresholds = model.graph.input
+    assert [t.name for t in thresholds] == list(THRESHOLD_NAMES)
+    assert all(len(t.type.tensor_type.shape.dim) == 0 for t in thresholds)  # scalars
     dims = image.type.tensor_type.shape.dim
     assert [bool(d.dim_param) for d in dims] == [True, False, True, True] and dims[1].dim_value == 1
     backend = load_backend("onnxruntime", path=exported["onnx"])
@@ -223,3 +234,78 @@ def test_onnx_export_command_names_missing_model_file_and_config(tmp_path: Path)
         result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
         assert not (tmp_path / "m.onnx").exists()
+
+
+def _conv_batches(exported: dict[str, Path], images: torch.Tensor, thresholds: tuple[float, float]) -> dict[int, int]:
+    """How many Conv nodes ONNX Runtime ran at each batch size in one gated call (from its profile)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(exported["onnx"].parent / "profile")
+    session = ort.InferenceSession(str(exported["onnx"]), options, providers=["CPUExecutionProvider"])
+    feeds = {"image": images.numpy(), **{n: torch.tensor(t).numpy() for n, t in zip(THRESHOLD_NAMES, thresholds)}}
+    session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    batches: dict[int, int] = {}
+    for event in events:
+        args = event.get("args", {})
+        if event.get("cat") == "Node" and args.get("op_name") == "Conv":
+            batch = int(next(iter(args["input_type_shape"][0].values()))[0])
+            batches[batch] = batches.get(batch, 0) + 1
+    return batches
+
+
+def test_onnx_graph_runs_the_heads_on_passing_images_only(exported: dict[str, Path], eager: torch.nn.Module) -> None:
+    """The exported gating: with thresholds that pass 1 of 4 images the seg and det heads' convolutions run on one
+    row; with thresholds 0 every convolution sees the whole batch; with none passing, one stand-in row runs and its
+    outputs are dropped; the two thresholds act apart (outputs equal eager ``forward_gated`` in every case)."""
+    torch.manual_seed(2)
+    images = torch.rand(4, 1, 64, 64)
+    with torch.no_grad():
+        gates = {k: torch.sigmoid(v[:, 0]).sort().values for k, v in eager(images).items() if k.endswith("_gate")}
+    one_of_four = tuple(float(gates[k][-2] + gates[k][-1]) / 2 for k in ("det_gate", "seg_gate"))
+    backend = OnnxRuntimeBackend(exported["onnx"], threads=1)
+    assert backend.gated
+    cases = ((one_of_four, 1, 1), ((0.0, 0.0), 4, 4), ((2.0, 2.0), 0, 0), ((2.0, 0.0), 0, 4))
+    for thresholds, det_passed, seg_passed in cases:
+        got = backend.forward_gated(images, *thresholds)
+        with torch.no_grad():
+            want = eager.forward_gated(images, *thresholds)
+        assert (int(got["det_gated_in"].sum()), int(got["seg_gated_in"].sum())) == (det_passed, seg_passed)
+        for key, value in want.items():
+            assert torch.allclose(got[key].float(), value.float(), atol=1e-4, rtol=0), (thresholds, key)
+        batches = _conv_batches(exported, images, thresholds)
+        assert set(batches) == ({4} if det_passed == seg_passed == 4 else {4, 1}), (thresholds, batches)
+    assert _conv_batches(exported, images, one_of_four)[1] >= 10  # FPN, both subnets and the decoder
+
+
+def test_onnx_all_heads_graph_of_an_earlier_export_is_gated_on_its_outputs(tmp_path: Path) -> None:
+    """A graph with the image as its only input (exports before the gated graph) still serves both calls."""
+
+    class AllHeads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            maps = self.conv(image)
+            pooled = maps.mean((2, 3))
+            boxes = maps.flatten(2).transpose(1, 2)
+            return (pooled.repeat(1, 7), maps[:, :1], boxes[..., :1], boxes.repeat(1, 1, 2), pooled[:, :1],
+                    pooled[:, 1:])
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 1, 32, 32)
+    program = torch.onnx.export(AllHeads().eval(), (images,), dynamo=True, input_names=["image"],
+                                output_names=list(OUTPUT_NAMES))
+    path = tmp_path / "all_heads.onnx"
+    onnx.save_model(program.model_proto, str(path))
+    backend = OnnxRuntimeBackend(path)
+    assert not backend.gated
+    outputs = backend(images)
+    assert list(outputs) == list(OUTPUT_NAMES)
+    thresholds = tuple(float(torch.sigmoid(outputs[k][:, 0]).median()) for k in ("det_gate", "seg_gate"))
+    gated = backend.forward_gated(images, *thresholds)
+    want = gate_outputs(outputs, *thresholds)
+    assert set(gated) == set(want) and all(torch.equal(gated[k], want[k]) for k in want)

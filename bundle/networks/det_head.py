@@ -50,7 +50,8 @@ class CheXDet(nn.Module):
         flat: list[torch.Tensor] = []
         for m in maps:
             b, _, h, w = m.shape
-            flat.append(m.view(b, self.num_anchors, channels, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, channels))
+            anchors = m.view(b, self.num_anchors, channels, h, w).permute(0, 3, 4, 1, 2)
+            flat.append(anchors.reshape(b, h * w * self.num_anchors, channels))  # no -1: b may be 0 (gated out)
         return torch.cat(flat, dim=1)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,12 +24,29 @@ NEGATIVE_LOGIT: float = -30.0
 SEG_DECODERS: tuple[str, ...] = ("unet", "attention_pyramid")
 
 
-def _scatter(part: Optional[torch.Tensor], keep: torch.Tensor, shape: List[int], fill: float, like: torch.Tensor):
-    """A (B, ...) tensor of ``fill`` with the rows of ``keep`` taken from ``part``."""
-    full = torch.full(shape, fill, dtype=like.dtype, device=like.device)
-    if part is not None:
-        full[keep] = part.to(like.dtype)
-    return full
+def _rows(passed: torch.Tensor) -> torch.Tensor:
+    """Indices of the ``passed`` images, on which the detection or segmentation head runs.
+
+    The heads take these rows with no branch on how many there are (a head on no row costs nothing), so that
+    ``torch.export`` keeps the gating in the graph. An exported graph cannot run every operator on zero rows
+    (GroupNorm's reshape), so while exporting the first image stands in when none passes; :func:`_scatter` drops
+    its outputs.
+    """
+    if not torch.jit.is_scripting():
+        if torch.compiler.is_exporting():
+            first = torch.arange(passed.shape[0], device=passed.device) == 0
+            rows = torch.nonzero(passed | (first & ~passed.any())).flatten()
+            torch._check(rows.shape[0] > 0)
+            return rows
+    return torch.nonzero(passed).flatten()
+
+
+def _scatter(
+    part: torch.Tensor, rows: torch.Tensor, passed: torch.Tensor, shape: List[int], fill: float, like: torch.Tensor
+) -> torch.Tensor:
+    """A ``shape`` tensor (dtype and device of ``like``) holding ``part`` at ``rows`` where ``passed``, else ``fill``."""
+    full = torch.full(shape, fill, dtype=like.dtype, device=like.device).index_copy(0, rows, part.to(like.dtype))
+    return torch.where(passed.view([-1] + [1] * (len(shape) - 1)), full, torch.full_like(full, fill))
 
 
 class MultiCheXNet(nn.Module):
@@ -191,22 +208,15 @@ class MultiCheXNet(nn.Module):
             out = self.forward_heads(image, features, ["cls", "det_gate", "seg_gate", "sal"])
         det_in = torch.sigmoid(out["det_gate"][:, 0]) >= det_threshold
         seg_in = torch.sigmoid(out["seg_gate"][:, 0]) >= seg_threshold
+        seg_rows, det_rows = _rows(seg_in), _rows(det_in)
+        kept = None if saliency is None else saliency.index_select(0, seg_rows)
+        seg_part = self._seg(image.index_select(0, seg_rows), [f.index_select(0, seg_rows) for f in features], kept)
+        det_cls, det_box = self.det_head([f.index_select(0, det_rows) for f in features])
         batch = image.shape[0]
-        seg_part: Optional[torch.Tensor] = None
-        if bool(seg_in.any()):
-            kept = None if saliency is None else saliency[seg_in]
-            seg_part = self._seg(image[seg_in], [f[seg_in] for f in features], kept)
-        det_cls: Optional[torch.Tensor] = None
-        det_box: Optional[torch.Tensor] = None
-        if bool(det_in.any()):
-            det_cls, det_box = self.det_head([f[det_in] for f in features])
-        head = self.det_head
-        num_anchors = 0
-        for level in head.levels:
-            num_anchors += features[level].shape[-2] * features[level].shape[-1] * head.num_anchors
-        out["seg"] = _scatter(seg_part, seg_in, [batch, 1, image.shape[2], image.shape[3]], self.negative_logit, image)
-        out["det_cls"] = _scatter(det_cls, det_in, [batch, num_anchors, head.num_classes], self.negative_logit, image)
-        out["det_box"] = _scatter(det_box, det_in, [batch, num_anchors, 4], 0.0, image)
+        fill = self.negative_logit
+        out["seg"] = _scatter(seg_part, seg_rows, seg_in, [batch, 1, image.shape[2], image.shape[3]], fill, image)
+        out["det_cls"] = _scatter(det_cls, det_rows, det_in, [batch, det_cls.shape[1], det_cls.shape[2]], fill, image)
+        out["det_box"] = _scatter(det_box, det_rows, det_in, [batch, det_box.shape[1], 4], 0.0, image)
         out["det_gated_in"] = det_in
         out["seg_gated_in"] = seg_in
         return out
