@@ -11,7 +11,8 @@ all heads and gated, for one random-initialised network. The backends take turns
 
 ``--compare heads``: in one process, encoder + classifier versus all heads versus gated inference with one image
 of the batch passing each gate (interleaved like the runtimes), and the time of every head module (encoder, FPN,
-box and class subnets, seg decoder, gates) and of the decision post-processing of the outputs.
+box and class subnets, seg decoder, gates) and of the decision post-processing of the outputs; ``--backend
+torchscript`` or ``onnxruntime`` gives the same three ratios for the exported model.
 
 ``--compare train``: seconds per training step (forward of every head, backward, AdamW step; channels-last
 weights, as ``configs/train.json``) in float32 and with CPU bfloat16 autocast, and whether this CPU has native
@@ -203,24 +204,71 @@ def _decision_seconds(network: MultiCheXNet, detector: CheXDetector, image: torc
     return (time.perf_counter() - start) / iterations
 
 
+class _EncoderCls(torch.nn.Module):
+    """``network(image, ["cls"])`` as one tensor output, for an ONNX graph of the encoder + classifier alone."""
+
+    def __init__(self, network: MultiCheXNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.network(image, ["cls"])["cls"]
+
+
+def _encoder_cls_onnx(network: MultiCheXNet, threads: int | None) -> Callable:
+    """An ONNX Runtime session of the encoder + classifier graph (dynamic batch and size), as a callable."""
+    import onnxruntime as ort
+    from torch.export import Dim
+
+    program = torch.onnx.export(
+        _EncoderCls(network).eval(), (torch.rand(2, 1, 64, 64),), dynamo=True, input_names=["image"],
+        output_names=["cls"], dynamic_shapes={"image": {0: Dim("batch", min=1), 2: 32 * Dim("w32", min=1),
+                                                        3: 32 * Dim("h32", min=1)}}, verbose=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda image: session.run(None, {"image": image.numpy()})
+
+
+def _head_modes(
+    backend: str, network: MultiCheXNet, image: torch.Tensor, det_t: float, seg_t: float, threads: int | None
+) -> dict[str, Callable]:
+    """Encoder + cls, all heads and gated calls of ``network`` run by ``backend`` (eager, TorchScript or ONNX
+    Runtime, whose encoder + cls is a graph of its own)."""
+    if backend == "eager":
+        return {"encoder_cls": lambda: network(image, ["cls"]), "all_heads": lambda: network(image),
+                "gated": lambda: network.forward_gated(image, det_t, seg_t)}
+    if backend == "torchscript":
+        scripted = torch.jit.script(network)
+        return {"encoder_cls": lambda: scripted(image, ["cls"]), "all_heads": lambda: scripted(image),
+                "gated": lambda: scripted.forward_gated(image, det_t, seg_t)}
+    if backend == "onnxruntime":
+        encoder_cls, heads = _encoder_cls_onnx(network, threads), load_backend(backend, network=network, threads=threads)
+        return {"encoder_cls": lambda: encoder_cls(image), "all_heads": lambda: heads(image),
+                "gated": lambda: heads.forward_gated(image, det_t, seg_t)}
+    raise SystemExit(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
 def _compare_heads(
-    network: MultiCheXNet, detector: CheXDetector, size: int, batch_size: int, iterations: int, rounds: int
+    network: MultiCheXNet, detector: CheXDetector, size: int, batch_size: int, iterations: int, rounds: int,
+    backend: str = "eager", threads: int | None = None,
 ) -> dict:
-    """Encoder + cls vs all heads vs gated (one image of the batch through each gate), interleaved; the
-    per-module breakdown of an all-heads pass; the decision post-processing's time."""
-    image = torch.rand(batch_size, 1, size, size)
+    """Encoder + cls vs all heads vs gated (one image of the batch through each gate), interleaved, run by
+    ``backend``; for eager also the per-module breakdown of an all-heads pass and the decision post-processing's
+    time."""
+    # brightness differs per image, so that even a network whose gates barely depend on noise ranks the images
+    image = torch.rand(batch_size, 1, size, size) * torch.linspace(1.0, 0.5, batch_size).view(-1, 1, 1, 1)
     gates = network(image, ["det_gate", "seg_gate"])
     # thresholds at each gate's highest probability in the batch: exactly one image passes each (random weights)
     det_t, seg_t = (float(torch.sigmoid(gates[g][:, 0]).max()) for g in ("det_gate", "seg_gate"))
-    modes: dict[str, Callable] = {
-        "encoder_cls": lambda: network(image, ["cls"]),
-        "all_heads": lambda: network(image),
-        "gated": lambda: network.forward_gated(image, det_t, seg_t),
-    }
+    modes = _head_modes(backend, network, image, det_t, seg_t, threads)
     passed = network.forward_gated(image, det_t, seg_t)
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
     for run in modes.values():
-        run()  # warm-up
+        run()  # warm-up (TorchScript's profiling executor optimises on the second call)
+        run()
     for _ in range(rounds):
         for mode, run in modes.items():
             start = time.perf_counter()
@@ -228,12 +276,17 @@ def _compare_heads(
                 run()
             seconds[mode].append((time.perf_counter() - start) / iterations)
     per_batch = {mode: statistics.median(s) for mode, s in seconds.items()}
-    modules = _module_seconds(network, image, iterations)
-    total = modules.pop("total")
-    return {
+    report = {
         "ms_per_batch": {mode: round(1000 * v, 1) for mode, v in per_batch.items()},
         "ratio_to_encoder_cls": {mode: round(v / per_batch["encoder_cls"], 3) for mode, v in per_batch.items()},
         "gated_in": {g: float(passed[f"{g}_gated_in"].float().mean()) for g in ("det", "seg")},
+    }
+    if backend != "eager":
+        return report
+    modules = _module_seconds(network, image, iterations)
+    total = modules.pop("total")
+    return {
+        **report,
         "module_ms_per_batch": {name: round(1000 * v, 1) for name, v in modules.items()},
         "module_share_of_all_heads": {name: round(v / total, 3) for name, v in modules.items()},  # of that pass
         "decisions_ms_per_batch": round(1000 * _decision_seconds(network, detector, image, iterations), 1),
@@ -242,10 +295,10 @@ def _compare_heads(
 
 def benchmark_heads(
     sizes: tuple[int, ...], batch_size: int, iterations: int, rounds: int, backbone: str, threads: int | None,
-    network_args: dict[str, Any] | None = None,
+    network_args: dict[str, Any] | None = None, backend: str = "eager",
 ) -> list[dict]:
-    """One row per image size: the cost of the heads over the encoder (see the module docstring), on the CPU;
-    ``network_args`` are further MultiCheXNet arguments (e.g. ``{"seg_output_stride": 2}``)."""
+    """One row per image size: the cost of the heads over the encoder (see the module docstring), on the CPU,
+    run by ``backend``; ``network_args`` are further MultiCheXNet arguments (e.g. ``{"seg_output_stride": 2}``)."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -254,9 +307,9 @@ def benchmark_heads(
     rows = []
     with torch.inference_mode():
         for size in sizes:
-            row = {"size": size, "backbone": backbone, "network_args": network_args or {}, "device": "cpu",
-                   "threads": torch.get_num_threads(), "batch_size": batch_size,
-                   **_compare_heads(network, detector, size, batch_size, iterations, rounds)}
+            row = {"size": size, "backbone": backbone, "network_args": network_args or {}, "backend": backend,
+                   "device": "cpu", "threads": torch.get_num_threads(), "batch_size": batch_size,
+                   **_compare_heads(network, detector, size, batch_size, iterations, rounds, backend, threads)}
             rows.append(row)
             print(json.dumps(row))
     return rows
@@ -332,6 +385,7 @@ def benchmark(
     rounds: int = 3,
     threads: int | None = None,
     network_args: dict[str, Any] | None = None,
+    backend: str = "eager",
 ) -> None:
     """Print one JSON row per image size (and write them all to ``output``).
 
@@ -343,13 +397,15 @@ def benchmark(
             ``train`` (seconds per CPU training step, float32 vs bfloat16 autocast);
         network_args: further MultiCheXNet arguments (``tasks``, ``heads``, ``train``), e.g.
             ``{"seg_skip_channels": 128}``.
+        backend: what runs ``heads``: ``eager`` (with the per-module breakdown), ``torchscript`` or
+            ``onnxruntime`` (the gated export, and an encoder + classifier graph for the floor).
     """
     if compare == "tasks":
         rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, network_args)
     elif compare == "runtimes":
         rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads)
     elif compare == "heads":
-        rows = benchmark_heads(sizes, batch_size, iterations, rounds, backbone, threads, network_args)
+        rows = benchmark_heads(sizes, batch_size, iterations, rounds, backbone, threads, network_args, backend)
     elif compare == "train":
         rows = benchmark_train(sizes, batch_size, iterations, backbone, network_args)
     else:

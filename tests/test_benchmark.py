@@ -61,6 +61,23 @@ def test_benchmark_heads_breaks_the_pass_down_by_module(tmp_path: Path) -> None:
     assert 0 < sum(row["module_share_of_all_heads"].values()) <= 1.0
 
 
+@pytest.mark.parametrize("backend", ["torchscript", "onnxruntime"])
+def test_benchmark_heads_gives_the_same_ratios_for_exported_models(backend: str, tmp_path: Path) -> None:
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed: pip install -e '.[onnx]'")
+    out = tmp_path / "heads.json"
+    result = _run("--compare", "heads", "--batch_size", "4", "--rounds", "1", "--backbone", "efficientnet-b0",
+                  "--backend", backend, "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert row["backend"] == backend and set(row["ratio_to_encoder_cls"]) == {"encoder_cls", "all_heads", "gated"}
+    assert row["ratio_to_encoder_cls"]["encoder_cls"] == 1.0 and min(row["ms_per_batch"].values()) > 0
+    # (a random EfficientNet's gates give every image the same probability, so here all pass: the gating itself
+    # is tested in test_onnx_runtimes and test_gating)
+    assert all(0.0 <= share <= 1.0 for share in row["gated_in"].values())
+    assert "module_ms_per_batch" not in row  # the breakdown hooks need the eager modules
+
+
 def test_benchmark_rejects_unknown_comparison() -> None:
     result = _run("--compare", "backends")
     assert result.returncode != 0
