@@ -5,7 +5,7 @@ from .check import check_datalist, check_splits
 from . import mixing
 from .collate import multitask_collate
 from .datalist import DatalistError, describe_datalist, load_datalist, read_datalist, read_entries
-from .lung_augment import RandLungOpacityd, RandSubdiaphragmGasd
+from .lung_augment import RandLungOpacityd
 from .labels import NIH_FINDINGS, UNKNOWN_LABEL
 from .readers import CXRDicomReader, ImageReadError, LoadCXRd, is_dicom_file, load_cxr
 from .rle import RLEError, rle_decode, rle_encode
@@ -32,7 +32,6 @@ __all__ = [
     "RLEError",
     "RandAffineBoxd",
     "RandLungOpacityd",
-    "RandSubdiaphragmGasd",
     "LabelError",
     "NIH_FINDINGS",
     "LoadSaliencyd",
