@@ -115,12 +115,15 @@ def test_attention_pyramid_torchscript_export_matches_eager(tmp_path: Path) -> N
 
 def test_attention_pyramid_onnx_export_matches_eager() -> None:
     ort = pytest.importorskip("onnxruntime")
-    from bundle.onnx_export import OUTPUT_NAMES, export_onnx
+    from bundle.onnx_export import GATED_NAMES, OUTPUT_NAMES, THRESHOLD_NAMES, export_onnx
 
     net = _net().eval()
     session = ort.InferenceSession(export_onnx(net).SerializeToString(), providers=["CPUExecutionProvider"])
     image = torch.rand(1, 1, 96, 64)  # another batch and size than the tracing input
-    with torch.no_grad():
-        eager = net(image)
-    for name, got in zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"image": image.numpy()})):
-        np.testing.assert_allclose(got, eager[name].numpy(), atol=1e-4, rtol=1e-4)
+    for thresholds in ((0.0, 0.0), (0.0, 2.0)):  # every head, then the segmentation head gated out
+        with torch.no_grad():
+            eager = net.forward_gated(image, *thresholds)
+        feeds = {"image": image.numpy(), **{n: np.array(t, np.float32) for n, t in zip(THRESHOLD_NAMES, thresholds)}}
+        names = [*OUTPUT_NAMES, *GATED_NAMES]
+        for name, got in zip(names, session.run(names, feeds)):
+            np.testing.assert_allclose(got, eager[name].numpy(), atol=1e-4, rtol=1e-4)
