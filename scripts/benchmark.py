@@ -345,7 +345,8 @@ def benchmark_tasks(
 def benchmark_train(
     sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, network_args: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """One row per image size: median seconds per CPU training step in float32 and in bfloat16 autocast."""
+    """One row per image size: median seconds per CPU training step in float32 and in bfloat16 autocast, and the
+    process's peak resident memory after the float32 steps (sizes in increasing order: the peak only grows)."""
     rows = []
     for size in sizes:
         torch.manual_seed(0)
@@ -365,9 +366,12 @@ def benchmark_train(
                 optimizer.step()
                 steps.append(time.perf_counter() - start)
             seconds[mode] = statistics.median(steps[1:])
+            if mode == "float32":  # the process's peak so far: the float32 steps, weights and optimiser state
+                peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         row = {"size": size, "backbone": backbone, "network_args": network_args or {}, "batch_size": batch_size,
                "threads": torch.get_num_threads(), "native_bfloat16": native_bfloat16_cpu(),
                "s_per_step": {m: round(v, 3) for m, v in seconds.items()},
+               "float32_peak_rss_mib": round(peak_mib, 1),
                "autocast_over_float32": round(seconds["bfloat16_autocast"] / seconds["float32"], 2)}
         rows.append(row)
         print(json.dumps(row))

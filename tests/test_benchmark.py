@@ -93,6 +93,7 @@ def test_benchmark_times_a_training_step_in_float32_and_bfloat16(tmp_path: Path)
     (row,) = json.loads(out.read_text())
     assert row["native_bfloat16"] is native_bfloat16_cpu()
     assert set(row["s_per_step"]) == {"float32", "bfloat16_autocast"} and min(row["s_per_step"].values()) > 0
+    assert 100 < row["float32_peak_rss_mib"] < 24 * 1024  # the process's resident peak: torch alone is over 100 MiB
     # the ratio of the unrounded times (rounded to 0.01) lies within what the times rounded to 1 ms allow
     autocast, float32 = row["s_per_step"]["bfloat16_autocast"], row["s_per_step"]["float32"]
     low, high = (autocast - 5e-4) / (float32 + 5e-4), (autocast + 5e-4) / max(float32 - 5e-4, 1e-9)
