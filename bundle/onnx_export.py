@@ -30,6 +30,8 @@ OUTPUT_NAMES: tuple[str, ...] = ("cls", "seg", "det_cls", "det_box", "det_gate",
 def output_names(network: nn.Module) -> tuple[str, ...]:
     """The graph outputs of ``network``: :data:`OUTPUT_NAMES`, plus ``sal`` with a saliency head."""
     return OUTPUT_NAMES + (("sal",) if getattr(network, "sal_head", None) is not None else ())
+
+
 #: Scalar graph inputs after the image: the detection and segmentation gate thresholds.
 THRESHOLD_NAMES: tuple[str, str] = ("det_threshold", "seg_threshold")
 #: Graph outputs after :func:`output_names`: whether each image passed the detection / segmentation gate.

@@ -1,8 +1,9 @@
 """Test-time augmentation check for a lung cross-validation fold: Dice with and without averaging the mask
 probabilities over small scalings or shifts of the input, each mapped back before averaging.
 
-The plain variant reproduces ``run inference`` (area resize to the model's size, sigmoid, bilinear resize to the
-image's size, the package's threshold and mask post-processing), so the variants are compared on the same path.
+Every variant goes through ``run inference``'s decision (``bundle.decisions.decide`` under the model's policy:
+gate, bilinear resize to the image's size, threshold, mask post-processing) with the averaged probability in place
+of the network's, so the plain variant reproduces ``run inference``'s masks.
 
     python scripts/lung_tta.py cv/lung/fold_4
 """
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bundle.data import load_cxr  # noqa: E402
-from bundle.decisions.postprocess import postprocess_mask, resize_bilinear  # noqa: E402
+from bundle.decisions import decide, image_heads  # noqa: E402
 from bundle.packaging import read_checkpoint, read_package  # noqa: E402
 from lung_report import _binary, score_image  # noqa: E402
 
@@ -44,8 +45,8 @@ def _inverse(theta: torch.Tensor) -> torch.Tensor:
     return torch.linalg.inv(full)[:2][None]
 
 
-def _probability(network: torch.nn.Module, image: torch.Tensor, warps: list[tuple[float, float, float]]) -> np.ndarray:
-    """Mean mask probability over ``warps`` of the (1, 1, W, H) ``image``, each mapped back to the input grid."""
+def _probability(network: torch.nn.Module, image: torch.Tensor, warps: list[tuple[float, float, float]]) -> torch.Tensor:
+    """Mean (1, 1, W, H) mask probability over ``warps`` of the (1, 1, W, H) ``image``, each mapped back."""
     probs = []
     for warp in warps:
         theta = _theta(*warp)
@@ -54,7 +55,7 @@ def _probability(network: torch.nn.Module, image: torch.Tensor, warps: list[tupl
             prob = torch.sigmoid(network(moved, ["seg"])["seg"].float())
         back = F.affine_grid(_inverse(theta), image.shape, align_corners=False)
         probs.append(F.grid_sample(prob, back, padding_mode="border", align_corners=False))
-    return torch.stack(probs).mean(0)[0, 0].numpy()
+    return torch.stack(probs).mean(0)
 
 
 def main(fold_dir: str, threads: int = 1) -> None:
@@ -74,9 +75,12 @@ def main(fold_dir: str, threads: int = 1) -> None:
         image = load_cxr(entry["image"])
         small = Resize(spatial_size=policy.image_size, mode="area")(image).as_tensor()[None].float()
         truth = _binary(Path(entry["mask"]))
+        with torch.no_grad():
+            heads = network(small)
         for name, warps in VARIANTS.items():
-            prob = resize_bilinear(_probability(network, small, warps), tuple(image.shape[1:]))
-            mask = postprocess_mask(prob, policy.mask_threshold.threshold, policy.mask)
+            prob = _probability(network, small, warps).clamp(1e-7, 1 - 1e-7)
+            one = image_heads({**heads, "seg": torch.logit(prob)}, 0)
+            mask = decide(one, policy, tuple(image.shape[1:])).mask
             scores[name].append(score_image(mask.T, truth))  # (W, H) -> (rows, columns)
     summary = {
         name: {"dice_mean": round(float(np.mean([s["dice"] for s in rows])), 4),
