@@ -18,6 +18,9 @@ torchscript`` or ``onnxruntime`` gives the same three ratios for the exported mo
 weights, as ``configs/train.json``) in float32 and with CPU bfloat16 autocast, and whether this CPU has native
 bfloat16 (without it the engines run float32, :mod:`bundle.engines.precision`).
 
+Every comparison builds the bundle's default network, ``configs/train.json``'s ``network_def`` (its light heads),
+with ``--network_args`` over it; each row records the arguments it ran with.
+
     python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 5
     python scripts/benchmark.py --compare runtimes --sizes "[256,512]" --batch_size 2 --iterations 2 --rounds 3
     python scripts/benchmark.py --compare heads --sizes "[256,512]" --batch_size 4 --iterations 2 --rounds 3
@@ -40,7 +43,8 @@ from typing import Any
 import fire
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from bundle.data import NIH_FINDINGS  # noqa: E402
 from bundle.decisions import DecisionPolicy, MaskPostprocessing, decide, image_heads  # noqa: E402
@@ -52,6 +56,14 @@ from bundle.runtimes import BACKENDS, Backend, load_backend  # noqa: E402
 SINGLE_TASKS = (["cls"], ["seg"], ["det"])
 #: Gate thresholds of the gated runtime measurement.
 GATE_THRESHOLDS = (0.5, 0.5)
+
+
+def default_network_args() -> dict[str, Any]:
+    """The literal MultiCheXNet arguments of ``configs/train.json``'s ``network_def`` (the bundle's default network),
+    less the backbone (``--backbone``) and the arguments it takes from other config entries."""
+    spec = json.loads((ROOT / "configs" / "train.json").read_text())["network_def"]
+    return {k: v for k, v in spec.items()
+            if not k.startswith("_") and k != "backbone" and not (isinstance(v, str) and v[:1] in "@$")}
 
 
 def _measure(
@@ -137,13 +149,14 @@ def _compare_runtimes(
 
 
 def benchmark_runtimes(
-    sizes: tuple[int, ...], batch_size: int, iterations: int, rounds: int, backbone: str, threads: int | None
+    sizes: tuple[int, ...], batch_size: int, iterations: int, rounds: int, backbone: str, threads: int | None,
+    network_args: dict[str, Any],
 ) -> list[dict]:
     """One row per image size: eager vs TorchScript vs ONNX Runtime on the CPU (see the module docstring)."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    network = MultiCheXNet(backbone=backbone).eval()
+    network = MultiCheXNet(backbone=backbone, **network_args).eval()
     backends = {name: load_backend(name, network=network, threads=threads) for name in BACKENDS}
     rows = []
     with torch.inference_mode():
@@ -151,6 +164,7 @@ def benchmark_runtimes(
             row = {
                 "size": size,
                 "backbone": backbone,
+                "network_args": network_args,
                 "device": "cpu",
                 "threads": torch.get_num_threads(),
                 "batch_size": batch_size,
@@ -162,21 +176,23 @@ def benchmark_runtimes(
 
 
 #: Modules timed in the per-module breakdown, by their name in MultiCheXNet.
-BREAKDOWN = ("encoder", "cls_head", "det_gate", "seg_gate", "seg_head.decoder", "seg_head.head", "det_head.fpn",
-             "det_head.cls_subnet", "det_head.box_subnet")
+BREAKDOWN = ("encoder", "cls_head", "det_gate", "seg_gate", "seg_head.lateral", "seg_head.decoder", "seg_head.head",
+             "det_head.fpn", "det_head.cls_subnet", "det_head.box_subnet")
 
 
 def _module_seconds(network: MultiCheXNet, image: torch.Tensor, iterations: int) -> dict[str, float]:
     """Seconds per batch spent in each :data:`BREAKDOWN` module over ``iterations`` all-heads passes, and in
     the whole pass (``total``)."""
-    spent = dict.fromkeys(BREAKDOWN, 0.0)
-    started: dict[str, float] = {}
     modules = dict(network.named_modules())
+    spent = dict.fromkeys((name for name in BREAKDOWN if name in modules), 0.0)  # the attention decoder: no lateral
+    started: dict[str, float] = {}
     handles = []
-    for name in BREAKDOWN:
-        handles.append(modules[name].register_forward_pre_hook(lambda *_, n=name: started.__setitem__(n, time.perf_counter())))
-        handles.append(modules[name].register_forward_hook(
-            lambda *_, n=name: spent.__setitem__(n, spent[n] + time.perf_counter() - started[n])))
+    for name in list(spent):  # a ModuleList (CheXSeg's projections) is timed as the sum of its members
+        module = modules[name]
+        for part in module if isinstance(module, torch.nn.ModuleList) else [module]:
+            handles.append(part.register_forward_pre_hook(lambda *_, n=name: started.__setitem__(n, time.perf_counter())))
+            handles.append(part.register_forward_hook(
+                lambda *_, n=name: spent.__setitem__(n, spent[n] + time.perf_counter() - started[n])))
     start = time.perf_counter()
     try:
         for _ in range(iterations):
@@ -295,19 +311,19 @@ def _compare_heads(
 
 def benchmark_heads(
     sizes: tuple[int, ...], batch_size: int, iterations: int, rounds: int, backbone: str, threads: int | None,
-    network_args: dict[str, Any] | None = None, backend: str = "eager",
+    network_args: dict[str, Any], backend: str = "eager",
 ) -> list[dict]:
     """One row per image size: the cost of the heads over the encoder (see the module docstring), on the CPU,
-    run by ``backend``; ``network_args`` are further MultiCheXNet arguments (e.g. ``{"seg_output_stride": 2}``)."""
+    run by ``backend``, for MultiCheXNet(``backbone``, ``network_args``)."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     detector = CheXDetector()
-    network = MultiCheXNet(backbone=backbone, num_anchors=detector.num_anchors, **(network_args or {})).eval()
+    network = MultiCheXNet(backbone=backbone, num_anchors=detector.num_anchors, **network_args).eval()
     rows = []
     with torch.inference_mode():
         for size in sizes:
-            row = {"size": size, "backbone": backbone, "network_args": network_args or {}, "backend": backend,
+            row = {"size": size, "backbone": backbone, "network_args": network_args, "backend": backend,
                    "device": "cpu", "threads": torch.get_num_threads(), "batch_size": batch_size,
                    **_compare_heads(network, detector, size, batch_size, iterations, rounds, backend, threads)}
             rows.append(row)
@@ -317,18 +333,18 @@ def benchmark_heads(
 
 def benchmark_tasks(
     sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, device: str,
-    network_args: dict[str, Any] | None = None,
+    network_args: dict[str, Any],
 ) -> list[dict]:
     """One row per image size: one multi-task pass vs three single-task models (see the module docstring), all
     built with ``network_args``."""
     rows = []
     for size in sizes:
-        multi = _run_child("multitask", size, batch_size, iterations, backbone, device, network_args or {})
-        single = _run_child("single", size, batch_size, iterations, backbone, device, network_args or {})
+        multi = _run_child("multitask", size, batch_size, iterations, backbone, device, network_args)
+        single = _run_child("single", size, batch_size, iterations, backbone, device, network_args)
         row = {
             "size": size,
             "backbone": backbone,
-            "network_args": network_args or {},
+            "network_args": network_args,
             "device": device,
             "batch_size": batch_size,
             "multitask_images_per_s": round(multi["images_per_s"], 2),
@@ -343,14 +359,14 @@ def benchmark_tasks(
 
 
 def benchmark_train(
-    sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, network_args: dict[str, Any] | None = None,
+    sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, network_args: dict[str, Any],
 ) -> list[dict]:
     """One row per image size: median seconds per CPU training step in float32 and in bfloat16 autocast, and the
     process's peak resident memory after the float32 steps (sizes in increasing order: the peak only grows)."""
     rows = []
     for size in sizes:
         torch.manual_seed(0)
-        network = MultiCheXNet(backbone=backbone, **(network_args or {})).to(memory_format=torch.channels_last).train()
+        network = MultiCheXNet(backbone=backbone, **network_args).to(memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW(network.parameters())
         image = torch.rand(batch_size, 1, size, size)
         seconds: dict[str, float] = {}
@@ -368,7 +384,7 @@ def benchmark_train(
             seconds[mode] = statistics.median(steps[1:])
             if mode == "float32":  # the process's peak so far: the float32 steps, weights and optimiser state
                 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        row = {"size": size, "backbone": backbone, "network_args": network_args or {}, "batch_size": batch_size,
+        row = {"size": size, "backbone": backbone, "network_args": network_args, "batch_size": batch_size,
                "threads": torch.get_num_threads(), "native_bfloat16": native_bfloat16_cpu(),
                "s_per_step": {m: round(v, 3) for m, v in seconds.items()},
                "float32_peak_rss_mib": round(peak_mib, 1),
@@ -399,19 +415,21 @@ def benchmark(
             for PyTorch and ONNX Runtime alike, default PyTorch's) or ``heads`` (the heads' cost over the
             encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise) or
             ``train`` (seconds per CPU training step, float32 vs bfloat16 autocast);
-        network_args: further MultiCheXNet arguments (``tasks``, ``heads``, ``train``), e.g.
-            ``{"seg_skip_channels": 128}``.
+        network_args: MultiCheXNet arguments over :func:`default_network_args`, e.g. the full decoder and
+            detector ``{"seg_output_stride": 1, "seg_skip_channels": None, "seg_channels": [128, 64, 32, 16, 8],
+            "det_subnet_depth": 4}``.
         backend: what runs ``heads``: ``eager`` (with the per-module breakdown), ``torchscript`` or
             ``onnxruntime`` (the gated export, and an encoder + classifier graph for the floor).
     """
+    args = {**default_network_args(), **(network_args or {})}
     if compare == "tasks":
-        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, network_args)
+        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, args)
     elif compare == "runtimes":
-        rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads)
+        rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads, args)
     elif compare == "heads":
-        rows = benchmark_heads(sizes, batch_size, iterations, rounds, backbone, threads, network_args, backend)
+        rows = benchmark_heads(sizes, batch_size, iterations, rounds, backbone, threads, args, backend)
     elif compare == "train":
-        rows = benchmark_train(sizes, batch_size, iterations, backbone, network_args)
+        rows = benchmark_train(sizes, batch_size, iterations, backbone, args)
     else:
         raise SystemExit(f"--compare must be 'tasks', 'runtimes', 'heads' or 'train', got {compare!r}")
     if output:

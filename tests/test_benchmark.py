@@ -55,7 +55,12 @@ def test_benchmark_heads_breaks_the_pass_down_by_module(tmp_path: Path) -> None:
     ratios, ms = row["ratio_to_encoder_cls"], row["module_ms_per_batch"]
     assert ratios["encoder_cls"] == 1.0 and set(ratios) == {"encoder_cls", "all_heads", "gated"}
     assert row["gated_in"] == {"det": 0.25, "seg": 0.25}  # one image of four through each gate
-    assert set(ms) >= {"encoder", "seg_head.decoder", "det_head.fpn", "det_head.cls_subnet", "det_head.box_subnet"}
+    assert set(ms) >= {"encoder", "seg_head.lateral", "seg_head.decoder", "det_head.fpn", "det_head.cls_subnet",
+                       "det_head.box_subnet"}
+    # the bundle's default network: configs/train.json's literal network_def arguments
+    spec = json.loads((ROOT / "configs" / "train.json").read_text())["network_def"]
+    assert {k: row["network_args"][k] for k in ("seg_output_stride", "seg_skip_channels", "det_subnet_depth")} == {
+        k: spec[k] for k in ("seg_output_stride", "seg_skip_channels", "det_subnet_depth")}
     assert all(v > 0 for v in ms.values()) and row["decisions_ms_per_batch"] > 0
     # the modules are timed inside the passes they make up (no timing comparison across runs: load varies)
     assert 0 < sum(row["module_share_of_all_heads"].values()) <= 1.0

@@ -130,3 +130,54 @@ def test_seg_skip_channels_project_the_wide_levels_only() -> None:
 def test_seg_output_stride_is_checked() -> None:
     with pytest.raises(ValueError, match="output_stride must be 1, 2 or 4, got 3"):
         MultiCheXNet(backbone="resnet18", seg_output_stride=3)
+
+
+def test_det_subnet_depth_keeps_the_first_blocks_and_the_output_layout() -> None:
+    """CheXDet's subnets with 2 conv blocks: half the blocks, the same anchor-major outputs, the weights of a
+    depth-4 head's first blocks load into it by name, TorchScript and ``init_args`` rebuild it."""
+    torch.manual_seed(0)
+    detector = CheXDetector()
+    deep = MultiCheXNet(backbone="efficientnet-b0", num_anchors=detector.num_anchors).eval()
+    slim = MultiCheXNet(backbone="efficientnet-b0", num_anchors=detector.num_anchors, det_subnet_depth=2).eval()
+    for subnet in (slim.det_head.cls_subnet, slim.det_head.box_subnet):
+        assert sum(isinstance(m, torch.nn.Conv2d) for m in subnet.conv) == 2
+    assert slim.init_args["det_subnet_depth"] == 2
+    slim_keys = set(slim.state_dict())
+    assert slim_keys < set(deep.state_dict()) and not any(".conv.6." in k for k in slim_keys)
+    image = torch.rand(2, 1, 96, 64)
+    with torch.no_grad():
+        out = slim(image, ["det"])
+        assert out["det_cls"].shape == deep(image, ["det"])["det_cls"].shape
+        assert out["det_box"].shape == (2, _anchors_total((96, 64), detector), 4)
+        torch.testing.assert_close(torch.jit.script(slim)(image, ["det"])["det_box"], out["det_box"])
+        rebuilt = MultiCheXNet(**slim.init_args).eval()
+        rebuilt.load_state_dict(slim.state_dict())
+        torch.testing.assert_close(rebuilt(image, ["det"])["det_cls"], out["det_cls"])
+    with pytest.raises(ValueError, match="subnet_depth must be 1-4, got 5"):
+        MultiCheXNet(backbone="efficientnet-b0", det_subnet_depth=5)
+
+
+def test_train_config_builds_the_light_heads_and_the_recipes_keep_the_full_decoder() -> None:
+    """configs/train.json's network: CheXSeg at stride 2 on projected levels, 2-block CheXDet subnets, cheaper
+    than the class defaults' heads; lung.json and kltv_appau.json restore the full-resolution decoder, full_heads.json
+    the class defaults."""
+    from monai.bundle import ConfigParser
+
+    from .conftest import ROOT
+
+    def network(*overlays: str) -> MultiCheXNet:
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / "configs" / name) for name in ("train.json", *overlays)])
+        parser["datalist_file"] = "unused.json"  # no demo set is generated to build the network
+        return parser.get_parsed_content("network_def")
+
+    light = network()
+    full = MultiCheXNet(num_anchors=light.init_args["num_anchors"])
+    assert light.init_args["seg_output_stride"] == 2 and light.init_args["det_subnet_depth"] == 2
+    for head in ("seg_head", "det_head.cls_subnet", "det_head.box_subnet"):
+        heads = [sum(p.numel() for p in n.get_submodule(head).parameters()) for n in (light, full)]
+        assert heads[0] < heads[1] * 0.6, (head, heads)
+    for overlays in (("lung.json",), ("kltv_appau.json",)):
+        args = network(*overlays).init_args
+        assert (args["seg_output_stride"], args["seg_skip_channels"], args["seg_channels"]) == (1, None, [128, 64, 32, 16, 8])
+    assert network("full_heads.json").init_args == full.init_args  # the heads of the default model before 0.6.0

@@ -26,6 +26,9 @@ class CheXDet(nn.Module):
         num_classes: box classes (1: pneumonia opacity).
         levels: encoder levels fed to the FPN (2, 3, 4 = strides 8, 16, 32).
         fpn_channels: channels of the pyramid and the subnets.
+        subnet_depth: 3x3 conv blocks (conv, group norm, ReLU) in each subnet before its output conv, 1-4
+            (RetinaNet's is 4; chest X-ray boxes are few and large, and each block is a third of the detector's
+            cost, ``docs/results/speed.md``).
     """
 
     def __init__(
@@ -35,8 +38,11 @@ class CheXDet(nn.Module):
         num_classes: int = 1,
         levels: tuple[int, ...] = (2, 3, 4),
         fpn_channels: int = 64,
+        subnet_depth: int = 4,
     ) -> None:
         super().__init__()
+        if not 1 <= subnet_depth <= 4:
+            raise ValueError(f"subnet_depth must be 1-4, got {subnet_depth}")
         self.levels = list(levels)
         self.num_anchors = num_anchors
         self.num_classes = num_classes
@@ -45,6 +51,8 @@ class CheXDet(nn.Module):
         )
         self.cls_subnet = RetinaNetClassificationHead(fpn_channels, num_anchors, num_classes, spatial_dims=2)
         self.box_subnet = RetinaNetRegressionHead(fpn_channels, num_anchors, spatial_dims=2)
+        for subnet in (self.cls_subnet, self.box_subnet):  # MONAI's subnets have 4 blocks of 3 layers
+            subnet.conv = subnet.conv[: 3 * subnet_depth]
 
     def _flatten(self, maps: list[torch.Tensor], channels: int) -> torch.Tensor:
         flat: list[torch.Tensor] = []

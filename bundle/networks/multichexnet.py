@@ -73,6 +73,7 @@ class MultiCheXNet(nn.Module):
         seg_channels: CheXSeg decoder channels, coarse to fine.
         det_levels: encoder levels feeding CheXDet's FPN.
         fpn_channels: CheXDet's pyramid width.
+        det_subnet_depth: 3x3 conv blocks in each of CheXDet's classification and box subnets (1-4).
         seg_decoder: one of :data:`SEG_DECODERS`.
         deep_supervision: training-mode deep-supervision outputs (``attention_pyramid`` only).
         seg_output_stride: stride at which CheXSeg's decoder stops, its logits upsampled bilinearly (1: none;
@@ -106,6 +107,7 @@ class MultiCheXNet(nn.Module):
         seg_channels: tuple[int, ...] = (128, 64, 32, 16, 8),
         det_levels: tuple[int, ...] = (2, 3, 4),
         fpn_channels: int = 64,
+        det_subnet_depth: int = 4,
         seg_decoder: str = "unet",
         deep_supervision: bool = False,
         saliency_bridge: bool = False,
@@ -128,6 +130,7 @@ class MultiCheXNet(nn.Module):
             "backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
             "num_det_classes": num_det_classes, "num_anchors": num_anchors, "cls_hidden": cls_hidden,
             "seg_channels": list(seg_channels), "det_levels": list(det_levels), "fpn_channels": fpn_channels,
+            "det_subnet_depth": det_subnet_depth,
             "seg_decoder": seg_decoder, "deep_supervision": deep_supervision, "saliency_bridge": saliency_bridge,
             "seg_output_stride": seg_output_stride, "seg_skip_channels": seg_skip_channels,
             "encoders": None if encoders is None else list(encoders), "saliency_head": saliency_head,
@@ -154,7 +157,8 @@ class MultiCheXNet(nn.Module):
             if seg_decoder == "unet"
             else AttentionPyramidDecoder(channels, tuple(seg_channels), in_channels)
         )
-        self.det_head = CheXDet(channels, num_anchors, num_det_classes, tuple(det_levels), fpn_channels)
+        self.det_head = CheXDet(channels, num_anchors, num_det_classes, tuple(det_levels), fpn_channels,
+                                det_subnet_depth)
         self.det_gate = CheXCls(channels[-1], 1, cls_hidden)
         self.seg_gate = CheXCls(channels[-1], 1, cls_hidden)
         self.bridge = SaliencyBridge(in_channels, channels[-1]) if saliency_bridge else None
