@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bundle.networks import MultiCheXNet
+from bundle.packaging import ModelPackage
 
 from .conftest import ROOT, SHARED
 
@@ -49,6 +49,8 @@ def test_training_on_prepared_nih_rsna_datalist(tmp_path: Path) -> None:
         str(datalist), "--epochs", "1", "--val_interval", "1", "--image_size", "[64,64]", "--batch_size", "16",
         "--network_def#backbone", "resnet18", "--ckpt_dir", str(ckpt), "--output_dir", str(tmp_path / "eval"),
     )
-    state = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)["model"]
-    MultiCheXNet(backbone="resnet18", num_anchors=4).load_state_dict(state)  # strict: the whole trained model
+    saved = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)
+    state, package = saved["model"], ModelPackage.from_state(saved["bundle"])
+    assert package.network_args["backbone"] == "resnet18"
+    package.network().load_state_dict(state)  # strict: the whole trained model, rebuilt from what the file says
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
