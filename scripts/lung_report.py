@@ -32,7 +32,8 @@ from bundle.data.sources import stem  # noqa: E402
 from bundle.metrics.bootstrap import bootstrap_ci  # noqa: E402
 
 
-def _binary(path: Path) -> np.ndarray:
+def read_binary_mask(path: Path) -> np.ndarray:
+    """A mask image of any mode as a boolean array: nonzero pixels are inside."""
     with Image.open(path) as image:
         return np.asarray(image.convert("L")) > 0
 
@@ -82,7 +83,7 @@ def collect_cases(datalist: str, predictions: str, split: str = "testing") -> li
         pred_file = Path(predictions) / f"{stem(image)}_mask.png"
         if not pred_file.is_file():
             raise SystemExit(f"{pred_file}: no prediction for {image} (run inference on the split's images first)")
-        truth, pred = _binary(base / entry["mask"]), _binary(pred_file)
+        truth, pred = read_binary_mask(base / entry["mask"]), read_binary_mask(pred_file)
         cases.append({"name": stem(image), "image": str(image), "patient_id": str(entry["patient_id"]),
                       "truth": truth, "pred": pred, **score_image(pred, truth)})
     return cases

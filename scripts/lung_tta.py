@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bundle.data import load_cxr  # noqa: E402
 from bundle.decisions import decide, image_heads  # noqa: E402
 from bundle.packaging import read_checkpoint, read_package  # noqa: E402
-from lung_report import _binary, score_image  # noqa: E402
+from lung_report import read_binary_mask, score_image  # noqa: E402
 
 #: (scale, shift along W, shift along H as fractions of the half side) per variant; the first is the plain pass.
 VARIANTS: dict[str, list[tuple[float, float, float]]] = {
@@ -74,7 +74,7 @@ def main(fold_dir: str, threads: int = 1) -> None:
     for entry in entries:
         image = load_cxr(entry["image"])
         small = Resize(spatial_size=policy.image_size, mode="area")(image).as_tensor()[None].float()
-        truth = _binary(Path(entry["mask"]))
+        truth = read_binary_mask(Path(entry["mask"]))
         with torch.no_grad():
             heads = network(small)
         for name, warps in VARIANTS.items():
