@@ -63,7 +63,7 @@ def default_network_args() -> dict[str, Any]:
     less the backbone (``--backbone``) and the arguments it takes from other config entries."""
     spec = json.loads((ROOT / "configs" / "train.json").read_text())["network_def"]
     return {k: v for k, v in spec.items()
-            if not k.startswith("_") and k != "backbone" and not (isinstance(v, str) and v[:1] in "@$")}
+            if not k.startswith("_") and k != "backbone" and not (isinstance(v, str) and v.startswith(("@", "$")))}
 
 
 def _measure(
