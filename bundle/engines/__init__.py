@@ -10,11 +10,9 @@ from .parts import TrainingPart
 from .semi_gan import GenerativeSemiSupervisedPart, RealnessHead
 from .semi_supervised import MeanTeacher, SemiSupervised, sigmoid_rampup
 from .trainer import MultiTaskTrainer
-from .weight_average import WeightAverage
 
 __all__ = [
     "AdversarialMaskPart", "ContrastivePretraining", "GenerativeSemiSupervisedPart", "MeanTeacher", "ProjectionHead",
     "RealnessHead", "SemiSupervised", "sigmoid_rampup",
     "LABEL_KEYS", "MultiTaskEvaluator", "MultiTaskTrainer", "TrainingPart", "batch_to_device", "loss_terms", "on_rank_zero", "rank", "unwrap",
-    "WeightAverage",
 ]

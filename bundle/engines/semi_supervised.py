@@ -60,15 +60,14 @@ class MeanTeacher:
         return self.model
 
     @torch.no_grad()
-    def update(self, network: nn.Module, decay: float | None = None) -> None:
-        """Move the teacher's weights towards ``network``'s (buffers: copied); ``decay`` overrides this step's."""
-        decay = self.decay if decay is None else decay
+    def update(self, network: nn.Module) -> None:
+        """Move the teacher's weights towards ``network``'s (buffers: copied)."""
         teacher = self.of(network)
         student = unwrap(network).state_dict()
         params = {name for name, _ in teacher.named_parameters()}
         for name, value in teacher.state_dict().items():
             if name in params:
-                value.mul_(decay).add_(student[name].detach(), alpha=1.0 - decay)
+                value.mul_(self.decay).add_(student[name].detach(), alpha=1.0 - self.decay)
             else:
                 value.copy_(student[name])
 
