@@ -21,9 +21,13 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 def test_benchmark_reports_ratio(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = _run("--backbone", "resnet18", "--output", str(out))
+    result = _run("--backbone", "resnet18", "--output", str(out), "--network_args", "{'det_subnet_depth': 1}")
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = json.loads(out.read_text())
+    spec = json.loads((ROOT / "configs" / "train.json").read_text())["network_def"]
+    # --network_args goes over the bundle's defaults: the given argument replaced, the others kept
+    assert row["network_args"]["det_subnet_depth"] == 1 != spec["det_subnet_depth"]
+    assert row["network_args"]["seg_skip_channels"] == spec["seg_skip_channels"]
     assert row["size"] == 64 and row["multitask_images_per_s"] > 0 and row["three_single_task_images_per_s"] > 0
     assert row["throughput_ratio"] > 0
     assert row["multitask_peak_mib"] > 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bundle.data.datalist import read_datalist
 from bundle.data.splits import SPLITS
@@ -68,3 +70,44 @@ def test_crossval_folds_test_every_masked_patient_once_and_never_train_on_it(tmp
         assert all(Path(e["image"]).is_absolute() and Path(e["image"]).is_file() for e in fold["training"])
     per_fold = [{e["patient_id"] for e in f["testing"]} for f in folds]
     assert sum(len(p) for p in per_fold) == len(masked)  # each masked patient in one fold's test split only
+
+
+def _fake_runs(calls: list[tuple[str, str]]):
+    """A stand-in for training and ``run inference``: inference 'predicts' each test image's true mask."""
+
+    def run(command: list[str], log: Path, **_: object) -> float:
+        kind = command[command.index("run") + 1]
+        fold_dir = Path(log).parent
+        calls.append((kind, fold_dir.name))
+        if kind == "inference":
+            out = Path(command[command.index("--output_dir") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            for entry in read_datalist(fold_dir / "datalist.json")["testing"]:
+                (out / f"{Path(entry['image']).stem}_mask.png").write_bytes(Path(entry["mask"]).read_bytes())
+        return 1.0
+
+    return run
+
+
+def test_crossval_only_runs_its_folds_and_a_later_pass_pools_every_fold(tmp_path: Path, monkeypatch) -> None:
+    entries = []
+    for i in range(10):
+        image, mask = tmp_path / f"cxr{i}.png", tmp_path / f"cxr{i}_lungs.png"
+        Image.fromarray(np.full((100, 80), 40 + i, np.uint8)).save(image)
+        Image.fromarray(_lungs().astype(np.uint8) * 255).save(mask)
+        entries.append({"image": image.name, "mask": mask.name, "patient_id": f"p{i}"})
+    datalist = tmp_path / "lungs.json"
+    datalist.write_text(json.dumps({"training": entries, "validation": [], "testing": []}))
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(lung_crossval, "run_logged", _fake_runs(calls))
+    out = tmp_path / "cv"
+    lung_crossval.main(str(datalist), str(out), folds=5, only=[1, 3])
+    assert calls == [("training", "fold_1"), ("inference", "fold_1"), ("training", "fold_3"), ("inference", "fold_3")]
+    partial = json.loads((out / "folds_1_3" / "crossval.json").read_text())
+    assert [f["fold"] for f in partial["folds"]] == [1, 3] and partial["pooled"]["images"] == 4
+    assert not (out / "crossval.json").exists()
+    calls.clear()
+    lung_crossval.main(str(datalist), str(out), folds=5, train=False)
+    assert [kind for kind, _ in calls] == ["inference"] * 5  # scored again, none retrained
+    pooled = json.loads((out / "crossval.json").read_text())["pooled"]
+    assert pooled["images"] == 10 and pooled["patients"] == 10 and pooled["dice"]["value"] == pytest.approx(1.0)
