@@ -44,6 +44,23 @@ def test_saliency_head_is_a_distribution_on_the_shared_pass_and_scripts() -> Non
     assert "sal" not in MultiCheXNet().eval()(image)
 
 
+def test_saliency_map_keeps_float32_precision_under_bfloat16_autocast() -> None:
+    """A near-uniform map (an untrained head's) stays a graded distribution: under CPU bf16 autocast the
+    log-softmax of bfloat16 logits rounds every pixel of this 64 x 96 map to one value (its CC is then undefined)."""
+    torch.manual_seed(0)
+    net = MultiCheXNet(backbone="resnet18", saliency_head=True).eval()
+    image = torch.rand(2, 1, 64, 96)
+    with torch.no_grad():
+        reference = net(image, ["sal"])["sal"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sal = net(image, ["sal"])["sal"]
+    assert sal.dtype == torch.float32
+    torch.testing.assert_close(sal.exp().sum(dim=(1, 2, 3)), torch.ones(2))
+    for low, full in zip(sal.flatten(1), reference.flatten(1)):
+        assert low.unique().numel() > 50  # graded, as the float32 map is
+        assert np.corrcoef(low.exp().numpy(), full.exp().numpy())[0, 1] > 0.99
+
+
 def test_saliency_and_fusion_outputs_match_in_onnx_runtime(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     from bundle.onnx_export import export_onnx, output_names

@@ -11,8 +11,11 @@ from .heads import CheXSeg
 
 
 def log_distribution(logits: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) logits to log-probabilities over each map's pixels (log-softmax over H x W)."""
-    return F.log_softmax(logits.flatten(1), dim=1).view_as(logits)
+    """(B, 1, H, W) logits to float32 log-probabilities over each map's pixels (log-softmax over H x W).
+
+    Float32 whatever the autocast: on CPU ``log_softmax`` keeps a bfloat16 input's dtype, whose 8-bit mantissa
+    rounds log-probabilities near log(1 / (H W)) in steps of 0.03-0.06 and so flattens a near-uniform map."""
+    return F.log_softmax(logits.float().flatten(1), dim=1).view_as(logits)
 
 
 class SaliencyHead(nn.Module):
