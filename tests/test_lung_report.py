@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from bundle.data.datalist import read_datalist
+from bundle.data.sources import stem
 from bundle.data.splits import SPLITS
 
 from .conftest import ROOT, SHARED
@@ -83,7 +84,7 @@ def _fake_runs(calls: list[tuple[str, str]]):
             out = Path(command[command.index("--output_dir") + 1])
             out.mkdir(parents=True, exist_ok=True)
             for entry in read_datalist(fold_dir / "datalist.json")["testing"]:
-                (out / f"{Path(entry['image']).stem}_mask.png").write_bytes(Path(entry["mask"]).read_bytes())
+                (out / f"{stem(entry['image'])}_mask.png").write_bytes(Path(entry["mask"]).read_bytes())
         return 1.0
 
     return run
