@@ -25,7 +25,7 @@ import torch
 from bundle.decisions import DecisionPolicy, MaskPostprocessing
 from bundle.detection import CheXDetector
 from bundle.fileio import atomic_write
-from bundle.networks import MultiCheXNet
+from bundle.networks import MultiCheXNet, MultiCheXNetEnsemble, build_network
 
 log = logging.getLogger("bundle.packaging")
 
@@ -46,7 +46,8 @@ class ModelPackage:
     """What a model file carries besides its weights.
 
     Args:
-        network_args: :class:`MultiCheXNet` constructor arguments (its ``init_args``).
+        network_args: :class:`MultiCheXNet` constructor arguments (its ``init_args``), with ``members`` for an
+            ensemble (:func:`bundle.networks.build_network`).
         detector_args: :class:`CheXDetector` constructor arguments (its ``init_args``).
         policy: the decision policy the model was shipped with.
     """
@@ -59,7 +60,7 @@ class ModelPackage:
     @classmethod
     def of(
         cls,
-        network: MultiCheXNet,
+        network: MultiCheXNet | MultiCheXNetEnsemble,
         detector: CheXDetector,
         class_names: Sequence[str],
         image_size: Sequence[int],
@@ -79,9 +80,9 @@ class ModelPackage:
             raise ValueError("give either a policy or mask_postprocessing, not both (the policy holds its own)")
         return cls(network.init_args, detector.init_args, policy)
 
-    def network(self) -> MultiCheXNet:
+    def network(self) -> MultiCheXNet | MultiCheXNetEnsemble:
         """A new network built from the stored arguments (weights not loaded)."""
-        return MultiCheXNet(**self.network_args)
+        return build_network(**self.network_args)
 
     def detector(self) -> CheXDetector:
         """A new detector built from the stored arguments."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bundle.networks.multichexnet import NEGATIVE_LOGIT
+from bundle.networks.multichexnet import gate_outputs
 from bundle.networks.saliency_bridge import refuse_export
 from bundle.packaging import EXTRA_FILE, ModelPackage
 
@@ -40,25 +40,6 @@ EMBEDDED_FILES: tuple[str, ...] = ("metadata.json", "inference.json", EXTRA_FILE
 def _check_image(image: Tensor) -> None:
     if image.dim() != 4 or image.shape[-1] % 32 != 0 or image.shape[-2] % 32 != 0:
         raise ValueError(f"MultiCheXNet expects (B, C, W, H) with W and H multiples of 32, got {tuple(image.shape)}")
-
-
-def gate_outputs(outputs: dict[str, Tensor], det_threshold: float, seg_threshold: float) -> dict[str, Tensor]:
-    """``forward_gated``'s result from all-head ``outputs``: images whose gate probability is below its threshold
-    get :data:`NEGATIVE_LOGIT` mask and box logits and zero box regressions; adds ``det_gated_in`` and
-    ``seg_gated_in`` (B,) booleans."""
-    det_in = torch.sigmoid(outputs["det_gate"][:, 0]) >= det_threshold
-    seg_in = torch.sigmoid(outputs["seg_gate"][:, 0]) >= seg_threshold
-
-    def keep(value: Tensor, rows: Tensor, fill: float) -> Tensor:
-        return torch.where(rows.view(-1, *[1] * (value.dim() - 1)), value, torch.full_like(value, fill))
-
-    gated = dict(outputs)
-    gated["seg"] = keep(outputs["seg"], seg_in, NEGATIVE_LOGIT)
-    gated["det_cls"] = keep(outputs["det_cls"], det_in, NEGATIVE_LOGIT)
-    gated["det_box"] = keep(outputs["det_box"], det_in, 0.0)
-    gated["det_gated_in"] = det_in
-    gated["seg_gated_in"] = seg_in
-    return gated
 
 
 class Backend(ABC):

@@ -108,3 +108,17 @@ def test_properties_every_config_stack_has_one_key_metric(stack: list[str]) -> N
     used = re.findall(r"@validate#metrics#(\w+)", expression)
     assert used and set(used) <= set(parser["validate#metrics"])
     assert parser["validate#evaluator#key_val_metric"] == "@validate#key_metric"
+
+
+def test_seed_override_sets_the_initialisation(tmp_path: Path) -> None:
+    """``--seed`` (the lung cross-validation's draws) changes the initial weights; the same seed repeats them."""
+
+    def first_weights(seed: int) -> torch.Tensor:
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.json"))
+        parser.update({"seed": seed, "datalist_file": str(tmp_path / "none.json"), "split_datalists": [],
+                       "network_def#backbone": "resnet18"})
+        parser.get_parsed_content("initialize#0")
+        return next(parser.get_parsed_content("network_def").parameters()).detach().clone()
+
+    assert torch.equal(first_weights(0), first_weights(0)) and not torch.equal(first_weights(0), first_weights(1))

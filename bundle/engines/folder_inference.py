@@ -12,6 +12,7 @@ from monai.engines.utils import IterationEvents
 from bundle.data.inference_data import failure_message
 from bundle.decisions import image_heads
 from bundle.explain import grad_cam_pass, input_gradient_pass
+from bundle.networks import MultiCheXNetEnsemble
 from bundle.runtimes import gate_outputs
 
 from .distributed import unwrap
@@ -41,6 +42,9 @@ class FolderInferenceEvaluator(MultiTaskEvaluator):
         super().__init__(*args, **kwargs)
         if explain and self.backend_name != "eager":
             raise ValueError(f"explain: explanation maps need gradients, so the eager backend, not {self.backend_name!r}")
+        if explain and isinstance(unwrap(self.network), MultiCheXNetEnsemble):
+            raise ValueError(f"explain: explanation maps are of one network, and this model is an ensemble of "
+                             f"{unwrap(self.network).init_args['members']} (its ckpt_dir's model.pt); run without explain")
         self.explain = explain
 
     def _iteration(self, engine: FolderInferenceEvaluator, batchdata: dict[str, Any]) -> dict[str, Any]:
