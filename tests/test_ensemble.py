@@ -104,3 +104,10 @@ def test_torchscript_export_gives_the_eager_outputs_and_gating() -> None:
     want = gate_outputs(eager, 0.0, 1.0)
     torch.testing.assert_close(gated["det_cls"], want["det_cls"], atol=1e-4, rtol=1e-4)
     assert math.isfinite(float(gated["det_box"].abs().max()))
+
+
+def test_explain_refuses_an_ensemble(ensemble: MultiCheXNetEnsemble) -> None:
+    from bundle.engines.folder_inference import FolderInferenceEvaluator
+
+    with pytest.raises(ValueError, match="explanation maps are of one network, and this model is an ensemble of 2"):
+        FolderInferenceEvaluator(torch.device("cpu"), [], ensemble, detector=CheXDetector(), explain=True)
