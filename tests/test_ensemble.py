@@ -111,3 +111,26 @@ def test_explain_refuses_an_ensemble(ensemble: MultiCheXNetEnsemble) -> None:
 
     with pytest.raises(ValueError, match="explanation maps are of one network, and this model is an ensemble of 2"):
         FolderInferenceEvaluator(torch.device("cpu"), [], ensemble, detector=CheXDetector(), explain=True)
+
+
+@pytest.mark.parametrize(("overlays", "members"), [(("lung",), 2), (("lung", "semi_supervised"), 1),
+                                                   (("lung", "kltv_appau"), 1)])
+def test_lung_recipe_trains_an_ensemble_and_its_one_network_overlays_do_not(
+    tmp_path: Path, overlays: tuple[str, ...], members: int
+) -> None:
+    """lung.json's network and training loss are the ensemble's; the overlays whose parts read the network's own
+    outputs (semi-supervised, adversarial) set ``ensemble_members`` to 1 and get one MultiCheXNet and its loss."""
+    from monai.bundle import ConfigParser
+
+    from .conftest import ROOT
+
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "configs" / f"{name}.json") for name in ("train", *overlays)])
+    parser["datalist_file"] = str(tmp_path / "unused.json")
+    network = parser.get_parsed_content("network_def")
+    loss = parser.get_parsed_content("train#trainer#loss_function")
+    if members == 1:
+        assert type(network) is MultiCheXNet and isinstance(loss, MultiTaskLoss)
+    else:
+        assert isinstance(network, MultiCheXNetEnsemble) and network.init_args["members"] == members
+        assert isinstance(loss, EnsembleLoss) and loss.members == members and loss.loss is parser.get_parsed_content("loss")

@@ -91,10 +91,12 @@ def test_checkpoint_folder_alone_is_enough_for_inference_and_anatomy_is_never_ga
     package = read_package(ckpt / "model.pt")
     assert dict(package.policy.tasks) == LUNG["tasks"] and package.policy.mask.keep_largest == 2
     assert package.network_args["backbone"] == LUNG["network_def#backbone"]
-    checkpoint = read_checkpoint(ckpt / "model.pt")  # shut the seg gate and make the seg head say "lung"
+    assert package.network_args["members"] == LUNG["ensemble_members"] == 2  # the file rebuilds the ensemble
+    checkpoint = read_checkpoint(ckpt / "model.pt")  # shut every member's seg gate, make its seg head say "lung"
     weights = dict(checkpoint["model"])
-    weights["seg_gate.dec.bias"] = torch.full_like(weights["seg_gate.dec.bias"], -30.0)
-    weights["seg_head.head.0.bias"] = torch.full_like(weights["seg_head.head.0.bias"], 30.0)
+    for key in weights:
+        if key.endswith(("seg_gate.dec.bias", "seg_head.head.0.bias")):
+            weights[key] = torch.full_like(weights[key], -30.0 if "seg_gate" in key else 30.0)
     save_model(ckpt / "model.pt", weights, package)
     inputs = tmp_path / "inputs"
     inputs.mkdir()

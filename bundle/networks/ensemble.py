@@ -6,7 +6,6 @@ in evaluation mode it returns the ensemble's outputs under ``MultiCheXNet.forwar
 probability for each logit output (as a logit), their mean box regression and their mean saliency distribution.
 """
 
-
 import math
 from typing import Any, Dict, List, Optional
 
