@@ -43,7 +43,7 @@ def _check(*args: str) -> subprocess.CompletedProcess:
 
 def test_exported_heads_and_gating_match_metadata(exported: dict[str, Path]) -> None:
     model, metadata, config, package = load_exported(str(exported["ts"]))
-    assert config["network_def"] == "$bundle.networks.MultiCheXNet(**@network_args)"
+    assert config["network_def"] == "$bundle.networks.build_network(**@network_args)"
     assert config["ckpt_dir"] == str(exported["ckpt"].parent)
     assert package.state_dict() == read_package(exported["ckpt"]).state_dict()
     assert check_network_io(model, metadata) == []
