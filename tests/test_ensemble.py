@@ -37,6 +37,7 @@ def test_evaluation_outputs_are_the_members_mean_probabilities(ensemble: MultiCh
     sal = (members[0]["sal"].exp() + members[1]["sal"].exp()) / 2  # mean of the two distributions
     torch.testing.assert_close(got["sal"].exp(), sal, atol=1e-7, rtol=1e-4)
     assert not torch.allclose(members[0]["seg"], members[1]["seg"])  # the members differ: the mean is not trivial
+    assert ensemble(image, []) == {}
 
 
 def test_training_mode_gives_each_members_outputs(ensemble: MultiCheXNetEnsemble) -> None:
@@ -87,6 +88,8 @@ def test_model_file_rebuilds_the_ensemble(tmp_path: Path, ensemble: MultiCheXNet
     assert isinstance(build_network(**{**ARGS, "members": 1}), MultiCheXNet)
     with pytest.raises(ValueError, match="at least 2 members"):
         MultiCheXNetEnsemble(1, **ARGS)
+    with pytest.raises(ValueError, match="members must be 1 .* got 0"):
+        build_network(**{**ARGS, "members": 0})
 
 
 def test_torchscript_export_gives_the_eager_outputs_and_gating() -> None:

@@ -55,7 +55,7 @@ class MultiCheXNetEnsemble(nn.Module):
             outputs.append(member(image, tasks))
         if self.training:
             return self._separate(outputs)
-        return average_outputs(outputs) if len(outputs[0]) > 0 else outputs[0]
+        return average_outputs(outputs)
 
     @torch.jit.unused
     def _separate(self, outputs: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
@@ -84,4 +84,6 @@ def member_outputs(pred: Dict[str, torch.Tensor], members: int) -> List[Dict[str
 
 def build_network(members: int = 1, **network_args: Any) -> nn.Module:
     """The network a model file's arguments describe: a MultiCheXNet, or an ensemble when ``members`` > 1."""
+    if members < 1:
+        raise ValueError(f"members must be 1 (one network) or more (an ensemble), got {members}")
     return MultiCheXNet(**network_args) if members == 1 else MultiCheXNetEnsemble(members, **network_args)

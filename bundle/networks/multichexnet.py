@@ -49,7 +49,6 @@ def _scatter(
     return torch.where(passed.view([-1] + [1] * (len(shape) - 1)), full, torch.full_like(full, fill))
 
 
-
 def _keep_rows(value: torch.Tensor, rows: torch.Tensor, fill: float) -> torch.Tensor:
     """``value`` on the images where ``rows`` (B,) is true, ``fill`` elsewhere."""
     return torch.where(rows.view([-1] + [1] * (value.dim() - 1)), value, torch.full_like(value, fill))
@@ -63,15 +62,14 @@ def gate_outputs(
     ``seg_gated_in`` (B,) booleans."""
     det_in = torch.sigmoid(outputs["det_gate"][:, 0]) >= det_threshold
     seg_in = torch.sigmoid(outputs["seg_gate"][:, 0]) >= seg_threshold
-    gated: Dict[str, torch.Tensor] = {}
-    for key, value in outputs.items():
-        gated[key] = value
+    gated = outputs.copy()
     gated["seg"] = _keep_rows(outputs["seg"], seg_in, negative_logit)
     gated["det_cls"] = _keep_rows(outputs["det_cls"], det_in, negative_logit)
     gated["det_box"] = _keep_rows(outputs["det_box"], det_in, 0.0)
     gated["det_gated_in"] = det_in
     gated["seg_gated_in"] = seg_in
     return gated
+
 
 class MultiCheXNet(nn.Module):
     """Shared encoder with classification (CheXCls), segmentation (CheXSeg), detection (CheXDet) heads and
