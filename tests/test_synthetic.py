@@ -57,6 +57,18 @@ def test_same_seed_gives_identical_files(tmp_path):
     assert _files(first.parent)["images/demo_00001.png"] != _files(other.parent)["images/demo_00001.png"]
 
 
+def test_worker_processes_write_the_files_one_process_writes(tmp_path, monkeypatch):
+    """The demo set is rendered on forked workers where the machine has several cores: the same bytes as in one
+    process, the same datalist."""
+    import bundle.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 2)
+    parallel = make_demo_dataset(tmp_path / "parallel", **SMALL, seed=4)
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 1)
+    serial = make_demo_dataset(tmp_path / "serial", **SMALL, seed=4)
+    assert _files(parallel.parent) == _files(serial.parent)
+
+
 def test_generate_phantom_is_deterministic():
     a, b = generate_phantom(np.random.default_rng(5)), generate_phantom(np.random.default_rng(5))
     for field in dataclasses.fields(a):

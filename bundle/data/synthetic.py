@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 DEMO_CLASSES: tuple[str, ...] = ("Cardiomegaly", "Effusion", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
 DET_CLASSES: tuple[str, ...] = ("opacity",)
 GENERATOR_VERSION = 1
+#: Worker processes that render the demo set (patients are independent; more than 4 hardly pays for 1,280 images).
+_MAX_WORKERS = 4
 DATALIST_NAME = "datalist.json"
 
 _NORMAL_RATE = 0.3  # fraction of images drawn without any finding
@@ -615,6 +618,28 @@ def _entry(sample: PhantomSample, index: int, patient: int) -> dict:
     }
 
 
+def _write_patient(job: tuple[Path, int, int, int, int, int]) -> list[dict]:
+    """Render one patient's images, write them and their masks, and return their datalist entries."""
+    folder, patient, visits, first_index, seed, size = job
+    entries = []
+    for index, sample in enumerate(_render_patient(patient, visits, seed, size), start=first_index):
+        entry = _entry(sample, index, patient)
+        _write_png(np.round(sample.image * 255.0), folder / entry["image"])
+        _write_png(sample.mask * 255, folder / entry["mask"])
+        entries.append(entry)
+    return entries
+
+
+def _map_patients(jobs: list[tuple[Path, int, int, int, int, int]]) -> list[list[dict]]:
+    """:func:`_write_patient` of every job, in order; on forked worker processes (one per core, at most
+    ``_MAX_WORKERS``) where the platform forks. Every patient has its own seed, so the files do not depend on it."""
+    workers = min(os.cpu_count() or 1, _MAX_WORKERS)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_write_patient(job) for job in jobs]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(_write_patient, jobs, chunksize=16)
+
+
 def _generate(folder: Path, generator: dict) -> dict:
     """Write images, masks and return the datalist content for ``generator`` parameters."""
     seed, size = generator["seed"], generator["size"]
@@ -624,15 +649,12 @@ def _generate(folder: Path, generator: dict) -> dict:
     splits = _split_patients(visits, targets, rng)
     (folder / "images").mkdir()
     (folder / "masks").mkdir()
+    first = np.cumsum([1, *visits[:-1]])
+    jobs = [(folder, patient, count, int(start), seed, size)
+            for patient, (count, start) in enumerate(zip(visits, first), start=1)]
     lists: list[list[dict]] = [[] for _ in targets]
-    index = 0
-    for patient, (count, split) in enumerate(zip(visits, splits), start=1):
-        for sample in _render_patient(patient, count, seed, size):
-            index += 1
-            entry = _entry(sample, index, patient)
-            _write_png(np.round(sample.image * 255.0), folder / entry["image"])
-            _write_png(sample.mask * 255, folder / entry["mask"])
-            lists[split].append(entry)
+    for entries, split in zip(_map_patients(jobs), splits):
+        lists[split].extend(entries)
     return {
         "synthetic": True,
         "classes": list(NIH_FINDINGS),
