@@ -14,7 +14,7 @@ of the batch passing each gate (interleaved like the runtimes), and the time of 
 box and class subnets, seg decoder, gates) and of the decision post-processing of the outputs; ``--backend
 torchscript`` or ``onnxruntime`` gives the same three ratios for the exported model.
 
-``--compare train``: seconds per training step (forward of every head, backward, AdamW step; channels-last
+``--compare train``: seconds per training step (forward of every head, backward, fused AdamW step; channels-last
 weights, as ``configs/train.json``) in float32 and with CPU bfloat16 autocast, and whether this CPU has native
 bfloat16 (without it the engines run float32, :mod:`bundle.engines.precision`).
 
@@ -367,7 +367,7 @@ def benchmark_train(
     for size in sizes:
         torch.manual_seed(0)
         network = MultiCheXNet(backbone=backbone, **network_args).to(memory_format=torch.channels_last).train()
-        optimizer = torch.optim.AdamW(network.parameters())
+        optimizer = torch.optim.AdamW(network.parameters(), fused=True)  # as configs/train.json
         image = torch.rand(batch_size, 1, size, size)
         seconds: dict[str, float] = {}
         for mode, amp in (("float32", False), ("bfloat16_autocast", True)):

@@ -107,3 +107,17 @@ def test_benchmark_times_a_training_step_in_float32_and_bfloat16(tmp_path: Path)
     autocast, float32 = row["s_per_step"]["bfloat16_autocast"], row["s_per_step"]["float32"]
     low, high = (autocast - 5e-4) / (float32 + 5e-4), (autocast + 5e-4) / max(float32 - 5e-4, 1e-9)
     assert low - 0.005 <= row["autocast_over_float32"] <= high + 0.005
+
+
+def test_demo_benchmark_reports_its_three_comparisons(tmp_path: Path) -> None:
+    out = tmp_path / "demo_parts.json"
+    cmd = [sys.executable, "scripts/benchmark_demo.py", "--size", "64", "--num_images", "12", "--augment_images", "4",
+           "--steps", "1", "--rounds", "1", "--output", str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures["generation_s"]) == {"one_process", "workers"}
+    assert set(figures["augmentation_ms_per_image"]) == {"monai", "bundle"}
+    assert set(figures["adamw_step_ms"]) == {"foreach", "fused"}
+    for key in ("generation_s", "augmentation_ms_per_image", "adamw_step_ms"):
+        assert all(value > 0 for value in figures[key].values()), key

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.apps.detection.transforms.dictionary import RandFlipBoxd
 from monai.bundle import ConfigParser
-from monai.transforms import Compose
+from monai.transforms import Affine, Compose
 from PIL import Image
 
-from bundle.data import LoadCXRd, PrepareTargetsd, RandAffineBoxd, ResizeTargetsd
+from bundle.data import LoadCXRd, PrepareTargetsd, RandAffineBoxd, RandMirrorBoxd, ResizeTargetsd
+from bundle.data.augment import affine_matrix, resample, sampling_grid
 
 from .conftest import ROOT
 
@@ -55,12 +55,27 @@ def test_resize_scales_boxes_with_image_and_mask(prepared: dict) -> None:
 
 
 def test_flip_is_horizontal_and_moves_boxes_with_pixels(prepared: dict) -> None:
-    flip = RandFlipBoxd(["image", "mask"], "boxes", "image", prob=1.0, spatial_axis=0)
+    flip = RandMirrorBoxd(["image", "mask"], "boxes", prob=1.0, spatial_axis=0)
     out = flip(prepared)
     x1, y1, x2, y2 = BOX
     assert out["boxes"][0].tolist() == [WIDTH - x2, y1, WIDTH - x1, y2]  # x mirrored, y unchanged
     assert _mask_box(out["mask"]) == out["boxes"][0].int().tolist()
     torch.testing.assert_close(out["image"][0], torch.flip(prepared["image"][0], [0]))
+    vertical = RandMirrorBoxd(["image", "mask"], "boxes", prob=1.0, spatial_axis=1)(prepared)
+    assert vertical["boxes"][0].tolist() == [x1, HEIGHT - y2, x2, HEIGHT - y1]
+    assert _mask_box(vertical["mask"]) == vertical["boxes"][0].int().tolist()
+    assert RandMirrorBoxd(prob=0.0)(prepared)["mask"] is prepared["mask"]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_resampling_is_monais_affine(prepared: dict, mode: str) -> None:
+    """The one-grid resampling of RandAffineBoxd gives what MONAI's Affine gives with the same matrix."""
+    matrix = affine_matrix(0.12, (1.06, 0.95), (3.5, -2.0))
+    image = prepared["image"] + torch.rand_like(prepared["image"]) if mode == "bilinear" else prepared["mask"]
+    expected = Affine(affine=matrix, mode=mode, padding_mode="zeros", image_only=True)(image)
+    got = resample(image, sampling_grid(matrix, (WIDTH, HEIGHT)), mode)
+    assert type(got) is type(image) and got.dtype == image.dtype
+    torch.testing.assert_close(torch.as_tensor(got), torch.as_tensor(expected), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -76,9 +91,7 @@ def test_affine_keeps_boxes_on_the_transformed_mask(prepared: dict, seed: int) -
 def test_affine_drops_boxes_moved_out_of_the_image(prepared: dict) -> None:
     prepared["boxes"] = torch.tensor([[0.0, 0.0, 3.0, 3.0], list(BOX)])
     prepared["box_labels"] = torch.tensor([1, 0])
-    affine = RandAffineBoxd(rotate_degrees=0, scale=0, translate=0, prob=1.0)
-    affine.affine.rand_affine_grid.translate_range = ((10, 10), (10, 10))  # a fixed shift of +10 px
-    out = affine(prepared)
+    out = RandAffineBoxd().apply(prepared, affine_matrix(0.0, (1.0, 1.0), (10.0, 10.0)))  # content moves -10 px
     assert out["box_labels"].tolist() == [0]
     assert out["boxes"][0].tolist() == pytest.approx([b - 10 for b in BOX], abs=1e-4)
     assert _mask_box(out["mask"]) == [b - 10 for b in BOX]

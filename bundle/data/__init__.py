@@ -1,6 +1,6 @@
 """Data: dataset readers, image loading, datalists and checks, the multi-task sample format, transforms, batching."""
 
-from .augment import RandAffineBoxd
+from .augment import RandAffineBoxd, RandMirrorBoxd
 from .check import check_datalist, check_splits
 from . import mixing
 from .collate import multitask_collate
@@ -31,6 +31,7 @@ __all__ = [
     "LoadCXRd",
     "RLEError",
     "RandAffineBoxd",
+    "RandMirrorBoxd",
     "RandLungOpacityd",
     "LabelError",
     "NIH_FINDINGS",

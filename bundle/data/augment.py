@@ -7,20 +7,49 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.data.box_utils import clip_boxes_to_image
-from monai.transforms import MapTransform, RandAffine, RandomizableTransform
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import convert_to_dst_type
+
+
+def affine_matrix(angle: float, scale: Sequence[float], shift: Sequence[float]) -> torch.Tensor:
+    """3x3 map from output to input pixel coordinates, both centred on the image centre (as MONAI's ``Affine``):
+    ``input = rotate(angle) @ diag(scale) @ output + shift``, per spatial axis (d0, d1)."""
+    c, s = float(np.cos(angle)), float(np.sin(angle))
+    (s0, s1), (t0, t1) = scale, shift
+    return torch.tensor([[c * s0, -s * s1, t0], [s * s0, c * s1, t1], [0.0, 0.0, 1.0]], dtype=torch.float32)
+
+
+def sampling_grid(matrix: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """``grid_sample`` grid (1, d0, d1, 2) of the input positions that :func:`affine_matrix` ``matrix`` gives every
+    output pixel centre of a (d0, d1) image."""
+    half = torch.tensor(tuple(spatial), dtype=torch.float32) / 2
+    normalised = matrix[:2, :2] * half[None, :] / half[:, None]  # align_corners=False: coordinate / half size
+    theta = torch.cat([normalised, (matrix[:2, 2] / half)[:, None]], 1)
+    theta = theta[[1, 0]][:, [1, 0, 2]]  # grid_sample's x is the last axis (d1)
+    return F.affine_grid(theta[None], [1, 1, *spatial], align_corners=False)
+
+
+def resample(image: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    """A (C, d0, d1) image sampled on ``grid`` (:func:`sampling_grid`), zeros outside; ``mode`` "bilinear" or
+    "nearest". Keeps the input's type (MetaTensor or tensor) and dtype."""
+    data = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+    out = F.grid_sample(data[None].float(), grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
+    return convert_to_dst_type(out.to(data.dtype), image)[0]
 
 
 class RandAffineBoxd(RandomizableTransform, MapTransform):
     """Small random affine (rotation, scale, translation) of ``image`` and ``mask`` with matching ``boxes``.
 
-    The image is resampled bilinearly and the mask by nearest neighbour with the same matrix (zero padding);
-    each box becomes the bounding box of its four transformed corners, clipped to the image. Boxes left with
-    no area are dropped with their labels.
+    One matrix and one sampling grid per sample move every image key (of the first key's size): bilinear
+    resampling (``mask``: nearest neighbour), zero padding. Each box becomes the bounding box of its four
+    transformed corners, clipped to the image; boxes left with no area are dropped with their labels.
 
     Args:
         rotate_degrees: rotation drawn from [-r, r] degrees.
-        scale: isotropic-per-axis scale offsets drawn from [-s, s] (0.05 = up to 5 %).
+        scale: per-axis scale offsets drawn from [-s, s] (0.05 = up to 5 %).
         translate: shift drawn from [-t, t] pixels per axis.
         prob: probability of applying the transform.
     """
@@ -38,40 +67,61 @@ class RandAffineBoxd(RandomizableTransform, MapTransform):
         MapTransform.__init__(self, [*image_keys, box_key], allow_missing_keys=True)
         RandomizableTransform.__init__(self, prob)
         self.image_keys, self.box_key, self.label_key = tuple(image_keys), box_key, label_key
-        self.affine = RandAffine(
-            prob=1.0,
-            rotate_range=np.deg2rad(rotate_degrees),
-            scale_range=(scale, scale),
-            translate_range=(translate, translate),
-            padding_mode="zeros",
-        )
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandAffineBoxd:
-        super().set_random_state(seed, state)
-        self.affine.set_random_state(seed, state)
-        return self
+        self.rotate, self.scale, self.translate = float(np.deg2rad(rotate_degrees)), float(scale), float(translate)
+        self.matrix = torch.eye(3)
 
     def randomize(self, data: Any = None) -> None:
         super().randomize(None)
         if self._do_transform:
-            self.affine.randomize()
+            angle = self.R.uniform(-self.rotate, self.rotate)
+            scale = 1.0 + self.R.uniform(-self.scale, self.scale, size=2)
+            self.matrix = affine_matrix(angle, scale, self.R.uniform(-self.translate, self.translate, size=2))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
         self.randomize()
-        if not self._do_transform:
-            return d
+        return self.apply(data, self.matrix) if self._do_transform else dict(data)
+
+    def apply(self, data: Mapping[Hashable, Any], matrix: torch.Tensor) -> dict[Hashable, Any]:
+        """``data`` with every image key resampled at ``matrix`` and its boxes moved to match."""
+        d = dict(data)
+        spatial = tuple(int(s) for s in d[self.image_keys[0]].shape[1:])
+        grid = sampling_grid(matrix, spatial)
         for key in self.image_keys:
             if key in d:
-                mode = "nearest" if key == "mask" else "bilinear"
-                d[key] = self.affine(d[key], mode=mode, randomize=False)
+                d[key] = resample(d[key], grid, "nearest" if key == "mask" else "bilinear")
         if self.box_key in d and len(d[self.box_key]):
-            matrix = torch.as_tensor(self.affine.rand_affine_grid.get_transformation_matrix(), dtype=torch.float32)
-            spatial = tuple(int(s) for s in d[self.image_keys[0]].shape[1:])
             boxes, keep = clip_boxes_to_image(transform_boxes(d[self.box_key], matrix, spatial), spatial)
             d[self.box_key] = boxes
             if self.label_key in d:
                 d[self.label_key] = torch.as_tensor(d[self.label_key])[keep]
+        return d
+
+
+class RandMirrorBoxd(RandomizableTransform, MapTransform):
+    """Random mirror of the image keys along one spatial axis (0 = x, a left-right flip), boxes mirrored to match."""
+
+    def __init__(
+        self, image_keys: Sequence[str] = ("image", "mask"), box_key: str = "boxes", spatial_axis: int = 0,
+        prob: float = 0.5,
+    ) -> None:
+        MapTransform.__init__(self, [*image_keys, box_key], allow_missing_keys=True)
+        RandomizableTransform.__init__(self, prob)
+        self.image_keys, self.box_key, self.axis = tuple(image_keys), box_key, int(spatial_axis)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        size = int(d[self.image_keys[0]].shape[self.axis + 1])
+        for key in self.image_keys:
+            if key in d:
+                d[key] = torch.flip(d[key], [self.axis + 1])
+        if self.box_key in d:
+            boxes = torch.as_tensor(d[self.box_key], dtype=torch.float32).clone()
+            low, high = self.axis, self.axis + boxes.shape[-1] // 2
+            boxes[:, low], boxes[:, high] = size - boxes[:, high], size - boxes[:, low]
+            d[self.box_key] = boxes
         return d
 
 
