@@ -125,12 +125,14 @@ def test_short_lung_run_on_real_masks_moves_dice(tmp_path: Path) -> None:
     datalist.write_text(json.dumps(content))
     log = _run(
         "-m", "monai.bundle", "run", "training", "--config_file", TRAIN_CONFIGS, "--datalist_file", str(datalist),
-        "--image_size", "[64,64]", "--epochs", "6", "--val_interval", "1", "--output_dir", str(tmp_path / "eval"),
+        "--image_size", "[64,64]", "--epochs", "10", "--val_interval", "1", "--output_dir", str(tmp_path / "eval"),
         "--ckpt_dir", str(tmp_path / "models"),
     )
     scores = [float(line.split("val_dice:")[1]) for line in (log.stdout + log.stderr).splitlines()
               if "Metrics -- val_dice:" in line]
-    assert len(scores) == 6 and max(scores[1:]) > scores[0] + 0.05, scores
+    # 30 steps: the first 12-15 give one constant mask (all lung or none) whatever the seed, so fewer epochs make
+    # the test a draw of when the head starts to learn
+    assert len(scores) == 10 and max(scores[1:]) > scores[0] + 0.05, scores
 
 
 @pytest.mark.skipif(not COVID.is_dir(), reason=f"real samples not found at {COVID}")
