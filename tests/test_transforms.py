@@ -124,3 +124,14 @@ def test_batch_mixes_samples_with_and_without_masks(tmp_path: Path) -> None:
     for order in ([with_mask, without], [without, with_mask]):
         batch = multitask_collate(order)
         assert batch["mask"].shape == (2, 1, 32, 32) and batch["has_seg"].tolist() == [s["has_seg"] for s in order]
+
+
+def test_spatial_augmentation_moves_whichever_image_keys_a_sample_has(prepared: dict) -> None:
+    """An image without mask or boxes (an unlabelled radiograph) is moved; a sample with none of the keys passes."""
+    image_only = {"image": prepared["image"]}
+    mirrored = RandMirrorBoxd(prob=1.0)(image_only)
+    torch.testing.assert_close(mirrored["image"], torch.flip(prepared["image"], [1]))
+    shifted = RandAffineBoxd().apply(image_only, affine_matrix(0.0, (1.0, 1.0), (10.0, 0.0)))
+    torch.testing.assert_close(shifted["image"][0, :-10], prepared["image"][0, 10:])
+    assert set(shifted) == {"image"}
+    assert RandAffineBoxd(prob=1.0)({"cls": prepared["cls"]}).keys() == {"cls"}

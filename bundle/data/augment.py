@@ -43,7 +43,7 @@ def resample(image: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor
 class RandAffineBoxd(RandomizableTransform, MapTransform):
     """Small random affine (rotation, scale, translation) of ``image`` and ``mask`` with matching ``boxes``.
 
-    One matrix and one sampling grid per sample move every image key (of the first key's size): bilinear
+    One matrix and one sampling grid per sample move every image key present (of the first one's size): bilinear
     resampling (``mask``: nearest neighbour), zero padding. Each box becomes the bounding box of its four
     transformed corners, clipped to the image; boxes left with no area are dropped with their labels.
 
@@ -84,11 +84,13 @@ class RandAffineBoxd(RandomizableTransform, MapTransform):
     def apply(self, data: Mapping[Hashable, Any], matrix: torch.Tensor) -> dict[Hashable, Any]:
         """``data`` with every image key resampled at ``matrix`` and its boxes moved to match."""
         d = dict(data)
-        spatial = tuple(int(s) for s in d[self.image_keys[0]].shape[1:])
+        present = [key for key in self.image_keys if key in d]
+        if not present:
+            return d
+        spatial = tuple(int(s) for s in d[present[0]].shape[1:])
         grid = sampling_grid(matrix, spatial)
-        for key in self.image_keys:
-            if key in d:
-                d[key] = resample(d[key], grid, "nearest" if key == "mask" else "bilinear")
+        for key in present:
+            d[key] = resample(d[key], grid, "nearest" if key == "mask" else "bilinear")
         if self.box_key in d and len(d[self.box_key]):
             boxes, keep = clip_boxes_to_image(transform_boxes(d[self.box_key], matrix, spatial), spatial)
             d[self.box_key] = boxes
@@ -111,12 +113,12 @@ class RandMirrorBoxd(RandomizableTransform, MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         self.randomize(None)
-        if not self._do_transform:
+        present = [key for key in self.image_keys if key in d]
+        if not self._do_transform or not present:
             return d
-        size = int(d[self.image_keys[0]].shape[self.axis + 1])
-        for key in self.image_keys:
-            if key in d:
-                d[key] = torch.flip(d[key], [self.axis + 1])
+        size = int(d[present[0]].shape[self.axis + 1])
+        for key in present:
+            d[key] = torch.flip(d[key], [self.axis + 1])
         if self.box_key in d:
             boxes = torch.as_tensor(d[self.box_key], dtype=torch.float32).clone()
             low, high = self.axis, self.axis + boxes.shape[-1] // 2
