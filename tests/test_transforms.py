@@ -135,3 +135,5 @@ def test_spatial_augmentation_moves_whichever_image_keys_a_sample_has(prepared: 
     torch.testing.assert_close(shifted["image"][0, :-10], prepared["image"][0, 10:])
     assert set(shifted) == {"image"}
     assert RandAffineBoxd(prob=1.0)({"cls": prepared["cls"]}).keys() == {"cls"}
+    no_boxes = RandMirrorBoxd(prob=1.0)({**prepared, "boxes": torch.zeros(0, 4)})
+    assert no_boxes["boxes"].shape == (0, 4)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.apps.detection.transforms.box_ops import flip_boxes
 from monai.data import MetaTensor
 from monai.data.box_utils import clip_boxes_to_image
 from monai.transforms import MapTransform, RandomizableTransform
@@ -100,7 +101,8 @@ class RandAffineBoxd(RandomizableTransform, MapTransform):
 
 
 class RandMirrorBoxd(RandomizableTransform, MapTransform):
-    """Random mirror of the image keys along one spatial axis (0 = x, a left-right flip), boxes mirrored to match."""
+    """Random mirror of the image keys along one spatial axis (0 = x, a left-right flip), boxes mirrored to match
+    (MONAI's ``flip_boxes``)."""
 
     def __init__(
         self, image_keys: Sequence[str] = ("image", "mask"), box_key: str = "boxes", spatial_axis: int = 0,
@@ -116,14 +118,11 @@ class RandMirrorBoxd(RandomizableTransform, MapTransform):
         present = [key for key in self.image_keys if key in d]
         if not self._do_transform or not present:
             return d
-        size = int(d[present[0]].shape[self.axis + 1])
         for key in present:
             d[key] = torch.flip(d[key], [self.axis + 1])
         if self.box_key in d:
-            boxes = torch.as_tensor(d[self.box_key], dtype=torch.float32).clone()
-            low, high = self.axis, self.axis + boxes.shape[-1] // 2
-            boxes[:, low], boxes[:, high] = size - boxes[:, high], size - boxes[:, low]
-            d[self.box_key] = boxes
+            spatial = tuple(int(s) for s in d[present[0]].shape[1:])
+            d[self.box_key] = flip_boxes(torch.as_tensor(d[self.box_key], dtype=torch.float32), spatial, self.axis)
         return d
 
 
