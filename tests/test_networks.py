@@ -172,7 +172,8 @@ def test_train_config_builds_the_light_heads_and_the_recipes_keep_the_full_decod
         return parser.get_parsed_content("network_def")
 
     light = network()
-    full = MultiCheXNet(num_anchors=light.init_args["num_anchors"])
+    priors = {key: light.init_args[key] for key in ("cls_prior", "seg_prior")}  # initialisation, not the heads' shape
+    full = MultiCheXNet(num_anchors=light.init_args["num_anchors"], **priors)
     assert light.init_args["seg_output_stride"] == 2 and light.init_args["det_subnet_depth"] == 2
     for head in ("seg_head", "det_head.cls_subnet", "det_head.box_subnet"):
         heads = [sum(p.numel() for p in n.get_submodule(head).parameters()) for n in (light, full)]
@@ -180,4 +181,44 @@ def test_train_config_builds_the_light_heads_and_the_recipes_keep_the_full_decod
     for overlays in (("lung.json",), ("kltv_appau.json",)):
         args = network(*overlays).init_args
         assert (args["seg_output_stride"], args["seg_skip_channels"], args["seg_channels"]) == (1, None, [128, 64, 32, 16, 8])
+        assert args["seg_prior"] is None  # the lesion mask prior is the demo's, not the lungs' or APPAU-Net's
     assert network("full_heads.json").init_args == full.init_args  # the heads of the default model before 0.6.0
+
+
+def test_cls_prior_starts_the_classifier_and_gates_at_the_prior() -> None:
+    """With ``cls_prior`` the classifier's and both gates' probabilities start near the prior on real forward
+    passes (not at 0.5), every other weight is the default initialisation's, and a prior outside (0, 1) is named."""
+    image = torch.rand(4, 1, 64, 64)
+    torch.manual_seed(0)
+    plain = MultiCheXNet(backbone="resnet18").eval()
+    torch.manual_seed(0)
+    primed = MultiCheXNet(backbone="resnet18", cls_prior=0.05).eval()
+    assert primed.init_args["cls_prior"] == 0.05
+    with torch.no_grad():
+        before, after = plain(image, ["cls", "det_gate", "seg_gate"]), primed(image, ["cls", "det_gate", "seg_gate"])
+    for key in ("cls", "det_gate", "seg_gate"):
+        assert abs(torch.sigmoid(before[key]).mean().item() - 0.5) < 0.1, key
+        assert abs(torch.sigmoid(after[key]).mean().item() - 0.05) < 0.02, key
+    biases = {"cls_head.dec.bias", "det_gate.dec.bias", "seg_gate.dec.bias"}
+    primed_state = primed.state_dict()
+    for name, value in plain.state_dict().items():
+        if name not in biases:
+            torch.testing.assert_close(primed_state[name], value, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="prior probability must be in \\(0, 1\\), got 1.0"):
+        MultiCheXNet(backbone="resnet18", cls_prior=1.0)
+
+
+
+def test_seg_prior_starts_the_mask_pixels_at_the_prior() -> None:
+    """With ``seg_prior`` CheXSeg's mask probabilities start near the prior on a real forward pass, at any output
+    stride; the attention pyramid decoder refuses it by name."""
+    image = torch.rand(2, 1, 64, 64)
+    for stride in (1, 2):
+        torch.manual_seed(0)
+        net = MultiCheXNet(backbone="resnet18", seg_output_stride=stride, seg_prior=0.01).eval()
+        with torch.no_grad():
+            probs = torch.sigmoid(net(image, ["seg"])["seg"])
+        assert abs(probs.mean().item() - 0.01) < 0.005, stride
+        assert net.init_args["seg_prior"] == 0.01
+    with pytest.raises(ValueError, match="seg_prior 0.01 needs seg_decoder='unet'"):
+        MultiCheXNet(backbone="resnet18", seg_decoder="attention_pyramid", seg_prior=0.01)

@@ -8,6 +8,7 @@ from typing import Any
 _HOMES = {
     "BestModelState": "best_model",
     "EncoderCheckpoint": "encoder_checkpoint",
+    "EpochValidation": "validation",
     "MetricsReport": "metrics_report",
     "PredictionWriter": "prediction_writer",
 }

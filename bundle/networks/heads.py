@@ -3,6 +3,8 @@ features."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution
@@ -10,20 +12,37 @@ from monai.networks.nets.flexible_unet import SegmentationHead, UNetDecoder
 from torch import nn
 
 
+def init_prior(layer: nn.Linear | nn.Conv2d, prior: float | None) -> None:
+    """Start ``layer``'s outputs at probability ``prior`` after a sigmoid: its bias set to logit(``prior``), as
+    RetinaNet initialises its classification subnet (Lin et al., arXiv:1708.02002, section 4.1), so that the first
+    steps of training learn the findings (or the mask pixels) rather than their rarity. None leaves PyTorch's
+    initialisation."""
+    if prior is None:
+        return
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"a prior probability must be in (0, 1), got {prior}")
+    nn.init.constant_(layer.bias, math.log(prior / (1.0 - prior)))
+
+
 class CheXCls(nn.Module):
     """Multi-label classifier: global average pooling, ``feats`` (transferable) then ``dec`` (one logit a class).
 
     ``dec`` is the only layer that knows the label set, so transfer learning to a new disease replaces ``dec``
     and keeps ``feats``. Also used, with ``num_classes=1``, as the positive-case (gating) classifier.
+    ``prior``: the probability every output starts at (:func:`init_prior`); None: PyTorch's initialisation.
     """
 
-    def __init__(self, in_channels: int, num_classes: int = 14, hidden_channels: int = 256, dropout: float = 0.2):
+    def __init__(
+        self, in_channels: int, num_classes: int = 14, hidden_channels: int = 256, dropout: float = 0.2,
+        prior: float | None = None,
+    ) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feats = nn.Sequential(
             nn.Flatten(), nn.Linear(in_channels, hidden_channels), nn.ReLU(inplace=True), nn.Dropout(dropout)
         )
         self.dec = nn.Linear(hidden_channels, num_classes)
+        init_prior(self.dec, prior)
 
     def forward(self, deepest: torch.Tensor) -> torch.Tensor:
         return self.dec(self.feats(self.pool(deepest)))
@@ -41,16 +60,18 @@ class FusionCls(nn.Module):
         hidden_channels: width of ``feats``.
         dropout: dropout after ``feats``.
         saliency: whether a saliency map joins (the network has a saliency head).
+        prior: the probability every output starts at (:func:`init_prior`); None: PyTorch's initialisation.
     """
 
     def __init__(
         self, level_channels: tuple[int, ...], num_classes: int = 14, hidden_channels: int = 256,
-        dropout: float = 0.2, saliency: bool = False,
+        dropout: float = 0.2, saliency: bool = False, prior: float | None = None,
     ) -> None:
         super().__init__()
         fused = sum(level_channels) + (level_channels[-1] if saliency else 0)
         self.feats = nn.Sequential(nn.Linear(fused, hidden_channels), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.dec = nn.Linear(hidden_channels, num_classes)
+        init_prior(self.dec, prior)
 
     def forward(self, levels: list[torch.Tensor], log_saliency: torch.Tensor | None = None) -> torch.Tensor:
         """``levels`` (B, C_i, H_i, W_i) and optionally the (B, 1, H, W) saliency log-probabilities to logits."""
@@ -80,6 +101,8 @@ class CheXSeg(nn.Module):
         out_channels: mask channels.
         output_stride: 1, 2 or 4.
         skip_channels: the widest encoder level entering the decoder (None: all at the encoder's width).
+        prior: the probability every mask pixel starts at (:func:`init_prior` on the output convolution); None:
+            PyTorch's initialisation.
     """
 
     def __init__(
@@ -90,6 +113,7 @@ class CheXSeg(nn.Module):
         out_channels: int = 1,
         output_stride: int = 1,
         skip_channels: int | None = None,
+        prior: float | None = None,
     ) -> None:
         super().__init__()
         if len(decoder_channels) != len(encoder_channels):
@@ -126,6 +150,7 @@ class CheXSeg(nn.Module):
             is_pad=True,
         )
         self.head = SegmentationHead(spatial_dims=2, in_channels=decoder_channels[-1], out_channels=out_channels)
+        init_prior(self.head[0], prior)
 
     def forward(self, image: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         """``image`` (B, C, H, W) and the encoder's features to mask logits (B, out_channels, H, W)."""

@@ -111,6 +111,11 @@ class MultiCheXNet(nn.Module):
         cls_fusion: encoder levels (e.g. ``[2, 3, 4]``, strides 8-32) fused by :class:`FusionCls` for ``cls``,
             with the saliency head's map when there is one (then ``cls`` runs the saliency head too); None:
             CheXCls on the deepest level.
+        cls_prior: the probability that the classifier's and both gates' outputs start at (their last layer's
+            bias is logit(``cls_prior``), RetinaNet's prior initialisation; :func:`bundle.networks.heads.init_prior`);
+            None: PyTorch's initialisation, where every finding starts at probability 0.5.
+        seg_prior: the probability that every mask pixel starts at (the bias of CheXSeg's output convolution;
+            ``unet`` only); None: PyTorch's initialisation.
 
     ``tasks=[]`` runs nothing (not even the encoder) and returns an empty dict.
     """
@@ -138,6 +143,8 @@ class MultiCheXNet(nn.Module):
         encoders: Optional[List[str]] = None,
         saliency_head: bool = False,
         cls_fusion: Optional[List[int]] = None,
+        cls_prior: Optional[float] = None,
+        seg_prior: Optional[float] = None,
     ) -> None:
         super().__init__()
         if seg_decoder not in SEG_DECODERS:
@@ -148,6 +155,8 @@ class MultiCheXNet(nn.Module):
             raise ValueError(f"seg_output_stride {seg_output_stride} needs seg_decoder='unet'")
         if seg_skip_channels is not None and seg_decoder != "unet":
             raise ValueError(f"seg_skip_channels {seg_skip_channels} needs seg_decoder='unet'")
+        if seg_prior is not None and seg_decoder != "unet":
+            raise ValueError(f"seg_prior {seg_prior} needs seg_decoder='unet'")
         self.init_args = {
             "backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
             "num_det_classes": num_det_classes, "num_anchors": num_anchors, "cls_hidden": cls_hidden,
@@ -156,7 +165,8 @@ class MultiCheXNet(nn.Module):
             "seg_decoder": seg_decoder, "deep_supervision": deep_supervision, "saliency_bridge": saliency_bridge,
             "seg_output_stride": seg_output_stride, "seg_skip_channels": seg_skip_channels,
             "encoders": None if encoders is None else list(encoders), "saliency_head": saliency_head,
-            "cls_fusion": None if cls_fusion is None else list(cls_fusion),
+            "cls_fusion": None if cls_fusion is None else list(cls_fusion), "cls_prior": cls_prior,
+            "seg_prior": seg_prior,
         }
         self.encoder: nn.Module = (
             CheXEnc(backbone, in_channels) if encoders is None else DualEncoder(tuple(encoders), in_channels)
@@ -168,21 +178,22 @@ class MultiCheXNet(nn.Module):
         self.fused = cls_fusion is not None
         self.fusion_levels: List[int] = [] if cls_fusion is None else list(cls_fusion)
         self.cls_head: nn.Module = (
-            CheXCls(channels[-1], num_classes, cls_hidden)
+            CheXCls(channels[-1], num_classes, cls_hidden, prior=cls_prior)
             if cls_fusion is None
-            else FusionCls(tuple(channels[i] for i in cls_fusion), num_classes, cls_hidden, saliency=saliency_head)
+            else FusionCls(tuple(channels[i] for i in cls_fusion), num_classes, cls_hidden, saliency=saliency_head,
+                           prior=cls_prior)
         )
         self.deep_supervision = deep_supervision
         self.seg_head: nn.Module = (
             CheXSeg(channels, tuple(seg_channels), in_channels, output_stride=seg_output_stride,
-                    skip_channels=seg_skip_channels)
+                    skip_channels=seg_skip_channels, prior=seg_prior)
             if seg_decoder == "unet"
             else AttentionPyramidDecoder(channels, tuple(seg_channels), in_channels)
         )
         self.det_head = CheXDet(channels, num_anchors, num_det_classes, tuple(det_levels), fpn_channels,
                                 det_subnet_depth)
-        self.det_gate = CheXCls(channels[-1], 1, cls_hidden)
-        self.seg_gate = CheXCls(channels[-1], 1, cls_hidden)
+        self.det_gate = CheXCls(channels[-1], 1, cls_hidden, prior=cls_prior)
+        self.seg_gate = CheXCls(channels[-1], 1, cls_hidden, prior=cls_prior)
         self.bridge = SaliencyBridge(in_channels, channels[-1]) if saliency_bridge else None
         self.sal_head = SaliencyHead(channels, in_channels=in_channels) if saliency_head else None
         self.negative_logit = NEGATIVE_LOGIT
