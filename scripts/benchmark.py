@@ -3,7 +3,9 @@
 ``--compare tasks`` (default): all heads in one MultiCheXNet pass versus three single-task models. Each
 single-task model has its own encoder (same backbone) and one head, as three separately trained networks
 would. Every variant runs in a fresh child process so its peak memory is its own: peak resident memory on
-CPU, peak allocated CUDA memory on GPU.
+CPU, peak allocated CUDA memory on GPU. ``--backend torchscript`` scripts every model; ``--backend onnxruntime``
+(CPU) runs the multi-task model's gated export with every image passing (all heads) and each single-task model as
+an ONNX graph of its one head.
 
 ``--compare runtimes``: eager PyTorch versus TorchScript versus ONNX Runtime (``bundle.runtimes``) on the CPU,
 all heads and gated, for one random-initialised network. The backends take turns: ``rounds`` timed blocks of
@@ -22,6 +24,7 @@ Every comparison builds the bundle's default network, ``configs/train.json``'s `
 with ``--network_args`` over it; each row records the arguments it ran with.
 
     python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 5
+    python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 2 --backend onnxruntime
     python scripts/benchmark.py --compare runtimes --sizes "[256,512]" --batch_size 2 --iterations 2 --rounds 3
     python scripts/benchmark.py --compare heads --sizes "[256,512]" --batch_size 4 --iterations 2 --rounds 3
     python scripts/benchmark.py --compare train --sizes "[128]" --batch_size 16 --iterations 3
@@ -54,6 +57,9 @@ from bundle.networks import MultiCheXNet  # noqa: E402
 from bundle.runtimes import BACKENDS, Backend, load_backend  # noqa: E402
 
 SINGLE_TASKS = (["cls"], ["seg"], ["det"])
+#: Untimed steps before ``--compare tasks`` times: TorchScript's profiling executor optimises a graph on its second
+#: call, so one warm-up step would time the optimisation.
+WARMUP_STEPS = 3
 #: Gate thresholds of the gated runtime measurement.
 GATE_THRESHOLDS = (0.5, 0.5)
 
@@ -66,25 +72,42 @@ def default_network_args() -> dict[str, Any]:
             if not k.startswith("_") and k != "backbone" and not (isinstance(v, str) and v.startswith(("@", "$")))}
 
 
+def _task_runner(network: MultiCheXNet, tasks: list[str] | None, backend: str) -> Callable:
+    """``image -> outputs`` of ``network`` on ``tasks`` (None: all heads) through ``backend``."""
+    if backend == "eager":
+        return lambda image: network(image, tasks)
+    if backend == "torchscript":
+        scripted = torch.jit.script(network)
+        return lambda image: scripted(image, tasks)
+    if backend == "onnxruntime":
+        if tasks is None:
+            gated = load_backend(backend, network=network)
+            return lambda image: gated(image)
+        session = _tasks_onnx(network, tasks, None)
+        return lambda image: session(image)
+    raise SystemExit(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
 def _measure(
-    variant: str, size: int, batch_size: int, iterations: int, backbone: str, device: str, network_args: dict, queue
+    variant: str, size: int, batch_size: int, iterations: int, backbone: str, device: str, network_args: dict,
+    backend: str, queue,
 ) -> None:
     torch.manual_seed(0)
     dev = torch.device(device)
-    if variant == "multitask":
-        runs = [(MultiCheXNet(backbone=backbone, **network_args).to(dev).eval(), None)]
-    else:
-        runs = [(MultiCheXNet(backbone=backbone, **network_args).to(dev).eval(), tasks) for tasks in SINGLE_TASKS]
+    variants = [None] if variant == "multitask" else list(SINGLE_TASKS)
+    runs = [_task_runner(MultiCheXNet(backbone=backbone, **network_args).to(dev).eval(), tasks, backend)
+            for tasks in variants]
     image = torch.rand(batch_size, 1, size, size, device=dev)
 
     def step() -> None:
-        for net, tasks in runs:
-            net(image, tasks)
+        for run in runs:
+            run(image)
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
     with torch.inference_mode():
-        step()  # warm-up
+        for _ in range(WARMUP_STEPS):
+            step()
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
@@ -220,26 +243,31 @@ def _decision_seconds(network: MultiCheXNet, detector: CheXDetector, image: torc
     return (time.perf_counter() - start) / iterations
 
 
-class _EncoderCls(torch.nn.Module):
-    """``network(image, ["cls"])`` as one tensor output, for an ONNX graph of the encoder + classifier alone."""
+class _Tasks(torch.nn.Module):
+    """``network`` on ``tasks`` only, its outputs as a tuple in ``network``'s key order (an exportable graph)."""
 
-    def __init__(self, network: MultiCheXNet) -> None:
+    def __init__(self, network: MultiCheXNet, tasks: list[str]) -> None:
         super().__init__()
         self.network = network
+        self.tasks = list(tasks)
+        with torch.no_grad():
+            self.names = list(network(torch.rand(1, 1, 64, 64), self.tasks))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.network(image, ["cls"])["cls"]
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.network(image, self.tasks)
+        return tuple(out[key] for key in self.names)
 
 
-def _encoder_cls_onnx(network: MultiCheXNet, threads: int | None) -> Callable:
-    """An ONNX Runtime session of the encoder + classifier graph (dynamic batch and size), as a callable."""
+def _tasks_onnx(network: MultiCheXNet, tasks: list[str], threads: int | None) -> Callable:
+    """An ONNX Runtime session of ``network`` on ``tasks`` only (dynamic batch and size), as a callable."""
     import onnxruntime as ort
     from torch.export import Dim
 
+    graph = _Tasks(network, tasks).eval()
     program = torch.onnx.export(
-        _EncoderCls(network).eval(), (torch.rand(2, 1, 64, 64),), dynamo=True, input_names=["image"],
-        output_names=["cls"], dynamic_shapes={"image": {0: Dim("batch", min=1), 2: 32 * Dim("w32", min=1),
-                                                        3: 32 * Dim("h32", min=1)}}, verbose=False)
+        graph, (torch.rand(2, 1, 64, 64),), dynamo=True, input_names=["image"], output_names=graph.names,
+        dynamic_shapes={"image": {0: Dim("batch", min=1), 2: 32 * Dim("w32", min=1), 3: 32 * Dim("h32", min=1)}},
+        verbose=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -261,7 +289,7 @@ def _head_modes(
         return {"encoder_cls": lambda: scripted(image, ["cls"]), "all_heads": lambda: scripted(image),
                 "gated": lambda: scripted.forward_gated(image, det_t, seg_t)}
     if backend == "onnxruntime":
-        encoder_cls, heads = _encoder_cls_onnx(network, threads), load_backend(backend, network=network, threads=threads)
+        encoder_cls, heads = _tasks_onnx(network, ["cls"], threads), load_backend(backend, network=network, threads=threads)
         return {"encoder_cls": lambda: encoder_cls(image), "all_heads": lambda: heads(image),
                 "gated": lambda: heads.forward_gated(image, det_t, seg_t)}
     raise SystemExit(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -333,19 +361,20 @@ def benchmark_heads(
 
 def benchmark_tasks(
     sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, device: str,
-    network_args: dict[str, Any],
+    network_args: dict[str, Any], backend: str = "eager",
 ) -> list[dict]:
     """One row per image size: one multi-task pass vs three single-task models (see the module docstring), all
-    built with ``network_args``."""
+    built with ``network_args`` and run by ``backend``."""
     rows = []
     for size in sizes:
-        multi = _run_child("multitask", size, batch_size, iterations, backbone, device, network_args)
-        single = _run_child("single", size, batch_size, iterations, backbone, device, network_args)
+        multi = _run_child("multitask", size, batch_size, iterations, backbone, device, network_args, backend)
+        single = _run_child("single", size, batch_size, iterations, backbone, device, network_args, backend)
         row = {
             "size": size,
             "backbone": backbone,
             "network_args": network_args,
             "device": device,
+            "backend": backend,
             "batch_size": batch_size,
             "multitask_images_per_s": round(multi["images_per_s"], 2),
             "three_single_task_images_per_s": round(single["images_per_s"], 2),
@@ -418,12 +447,12 @@ def benchmark(
         network_args: MultiCheXNet arguments over :func:`default_network_args`, e.g. the full decoder and
             detector ``{"seg_output_stride": 1, "seg_skip_channels": None, "seg_channels": [128, 64, 32, 16, 8],
             "det_subnet_depth": 4}``.
-        backend: what runs ``heads``: ``eager`` (with the per-module breakdown), ``torchscript`` or
-            ``onnxruntime`` (the gated export, and an encoder + classifier graph for the floor).
+        backend: what runs ``heads`` and ``tasks``: ``eager`` (with the per-module breakdown), ``torchscript`` or
+            ``onnxruntime`` (the gated export, and for the floor and the single-task models graphs of those heads).
     """
     args = {**default_network_args(), **(network_args or {})}
     if compare == "tasks":
-        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, args)
+        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, args, backend)
     elif compare == "runtimes":
         rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads, args)
     elif compare == "heads":

@@ -33,6 +33,21 @@ def test_benchmark_reports_ratio(tmp_path: Path) -> None:
     assert row["multitask_peak_mib"] > 0
 
 
+@pytest.mark.parametrize("backend", ["torchscript", "onnxruntime"])
+def test_benchmark_reports_the_single_task_ratio_for_exported_models(backend: str, tmp_path: Path) -> None:
+    """``--compare tasks --backend``: the multi-task model and the three single-task models all run exported."""
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed: pip install -e '.[onnx]'")
+    out = tmp_path / "tasks.json"
+    result = _run("--backbone", "efficientnet-b0", "--backend", backend, "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert row["backend"] == backend and row["size"] == 64
+    assert row["multitask_images_per_s"] > 0 and row["three_single_task_images_per_s"] > 0
+    ratio = row["multitask_images_per_s"] / row["three_single_task_images_per_s"]
+    assert row["throughput_ratio"] == pytest.approx(ratio, rel=0.05)
+
+
 def test_benchmark_compares_runtimes(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed: pip install -e '.[onnx]'")
     out = tmp_path / "runtimes.json"
