@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ignite.engine import Engine, Events
+from monai.engines import Evaluator
 from monai.handlers import ValidationHandler
 
 
@@ -18,7 +19,7 @@ class EpochValidation(ValidationHandler):
         exec_at_start: also validate before the first epoch.
     """
 
-    def __init__(self, interval: int, validator=None, exec_at_start: bool = False) -> None:
+    def __init__(self, interval: int, validator: Evaluator | None = None, exec_at_start: bool = False) -> None:
         if interval < 1:
             raise ValueError(f"the validation interval must be at least 1 epoch, got {interval}")
         super().__init__(interval, validator, epoch_level=True, exec_at_start=exec_at_start)
