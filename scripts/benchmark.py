@@ -80,11 +80,7 @@ def _task_runner(network: MultiCheXNet, tasks: list[str] | None, backend: str) -
         scripted = torch.jit.script(network)
         return lambda image: scripted(image, tasks)
     if backend == "onnxruntime":
-        if tasks is None:
-            gated = load_backend(backend, network=network)
-            return lambda image: gated(image)
-        session = _tasks_onnx(network, tasks, None)
-        return lambda image: session(image)
+        return load_backend(backend, network=network) if tasks is None else _tasks_onnx(network, tasks, None)
     raise SystemExit(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
