@@ -3,7 +3,8 @@
 ``--compare tasks`` (default): all heads in one MultiCheXNet pass versus three single-task models. Each
 single-task model has its own encoder (same backbone) and one head, as three separately trained networks
 would. Every variant runs in a fresh child process so its peak memory is its own: peak resident memory on
-CPU, peak allocated CUDA memory on GPU. ``--backend torchscript`` scripts every model; ``--backend onnxruntime``
+CPU, peak allocated CUDA memory on GPU. The two variants alternate for ``rounds`` rounds and each reports its
+median round, so that the machine's drift in speed does not fall on one of them. ``--backend torchscript`` scripts every model; ``--backend onnxruntime``
 (CPU) runs the multi-task model's gated export with every image passing (all heads) and each single-task model as
 an ONNX graph of its one head.
 
@@ -14,7 +15,8 @@ all heads and gated, for one random-initialised network. The backends take turns
 ``--compare heads``: in one process, encoder + classifier versus all heads versus gated inference with one image
 of the batch passing each gate (interleaved like the runtimes), and the time of every head module (encoder, FPN,
 box and class subnets, seg decoder, gates) and of the decision post-processing of the outputs; ``--backend
-torchscript`` or ``onnxruntime`` gives the same three ratios for the exported model.
+torchscript`` or ``onnxruntime`` gives the same three ratios for the exported model, ``onnxruntime`` also the
+per-module breakdown from its kernel profiler.
 
 ``--compare train``: seconds per training step (forward of every head, backward, fused AdamW step; channels-last
 weights, as ``configs/train.json``) in float32 and with CPU bfloat16 autocast, and whether this CPU has native
@@ -24,7 +26,7 @@ Every comparison builds the bundle's default network, ``configs/train.json``'s `
 with ``--network_args`` over it; each row records the arguments it ran with.
 
     python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 5
-    python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 2 --backend onnxruntime
+    python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 3 --rounds 3 --backend onnxruntime
     python scripts/benchmark.py --compare runtimes --sizes "[256,512]" --batch_size 2 --iterations 2 --rounds 3
     python scripts/benchmark.py --compare heads --sizes "[256,512]" --batch_size 4 --iterations 2 --rounds 3
     python scripts/benchmark.py --compare train --sizes "[128]" --batch_size 16 --iterations 3
@@ -32,11 +34,14 @@ with ``--network_args`` over it; each row records the arguments it ran with.
 
 from __future__ import annotations
 
+import ast
 import json
 import multiprocessing as mp
+import re
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -60,6 +65,9 @@ SINGLE_TASKS = (["cls"], ["seg"], ["det"])
 #: Untimed steps before ``--compare tasks`` times: TorchScript's profiling executor optimises a graph on its second
 #: call, so one warm-up step would time the optimisation.
 WARMUP_STEPS = 3
+#: The suffix ONNX Runtime's graph rewrites append to the name of a node they replace (layout, fused batch norm);
+#: fusions also prefix "fused " or append "/<fusion>/".
+REWRITE_SUFFIX = re.compile(r"_(nchwc|bn|token_\d+)$")
 #: Gate thresholds of the gated runtime measurement.
 GATE_THRESHOLDS = (0.5, 0.5)
 
@@ -240,12 +248,13 @@ def _decision_seconds(network: MultiCheXNet, detector: CheXDetector, image: torc
 
 
 class _Tasks(torch.nn.Module):
-    """``network`` on ``tasks`` only, its outputs as a tuple in ``network``'s key order (an exportable graph)."""
+    """``network`` on ``tasks`` only (None: every head), its outputs as a tuple in ``network``'s key order (an
+    exportable graph)."""
 
-    def __init__(self, network: MultiCheXNet, tasks: list[str]) -> None:
+    def __init__(self, network: MultiCheXNet, tasks: list[str] | None) -> None:
         super().__init__()
         self.network = network
-        self.tasks = list(tasks)
+        self.tasks = None if tasks is None else list(tasks)
         with torch.no_grad():
             self.names = list(network(torch.rand(1, 1, 64, 64), self.tasks))
 
@@ -254,8 +263,9 @@ class _Tasks(torch.nn.Module):
         return tuple(out[key] for key in self.names)
 
 
-def _tasks_onnx(network: MultiCheXNet, tasks: list[str], threads: int | None) -> Callable:
-    """An ONNX Runtime session of ``network`` on ``tasks`` only (dynamic batch and size), as a callable."""
+def _onnx_session(network: MultiCheXNet, tasks: list[str] | None, threads: int | None, profile: str | None = None):
+    """The ONNX model of ``network`` on ``tasks`` (dynamic batch and size) and an ONNX Runtime session of it,
+    profiling its kernels into files named ``profile``* when given."""
     import onnxruntime as ort
     from torch.export import Dim
 
@@ -268,8 +278,49 @@ def _tasks_onnx(network: MultiCheXNet, tasks: list[str], threads: int | None) ->
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    if profile:
+        options.enable_profiling, options.profile_file_prefix = True, profile
+    model = program.model_proto
+    return model, ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _tasks_onnx(network: MultiCheXNet, tasks: list[str], threads: int | None) -> Callable:
+    """An ONNX Runtime session of ``network`` on ``tasks`` only (dynamic batch and size), as a callable."""
+    session = _onnx_session(network, tasks, threads)[1]
     return lambda image: session.run(None, {"image": image.numpy()})
+
+
+def _onnx_module_seconds(
+    network: MultiCheXNet, image: torch.Tensor, iterations: int, threads: int | None
+) -> dict[str, float]:
+    """Seconds per batch that ONNX Runtime's kernels spend in each :data:`BREAKDOWN` module over ``iterations``
+    all-heads runs of a plain graph, from its profiler: each kernel is attributed to the module scope the exporter
+    recorded on the node it came from; kernels of nodes that ONNX Runtime's rewrites created without one (the
+    reorders between its blocked and plain layouts) are ``unattributed``; ``total`` is the sum of all kernels."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model, session = _onnx_session(network, None, threads, profile=str(Path(tmp) / "ort"))
+        feed = {"image": image.numpy()}
+        for _ in range(WARMUP_STEPS + iterations):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    timed = kernels[len(kernels) * WARMUP_STEPS // (WARMUP_STEPS + iterations):]  # every run has the same kernels
+    owner: dict[str, str] = {}
+    for node in model.graph.node:
+        meta = {prop.key: prop.value for prop in node.metadata_props}
+        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        path = next((sc.removeprefix("network.") for sc in reversed(scopes) if sc.startswith("network.")), "")
+        module = next((m for m in BREAKDOWN if path == m or path.startswith(m + ".")), "unattributed")
+        for name in (node.name, *node.output):
+            owner[name] = module
+    spent = dict.fromkeys((*BREAKDOWN, "unattributed"), 0.0)
+    for event in timed:
+        name = event["name"].removesuffix("_kernel_time").removeprefix("fused ").split("/")[0]
+        while name not in owner and REWRITE_SUFFIX.search(name):  # a node ONNX Runtime's rewrites renamed
+            name = REWRITE_SUFFIX.sub("", name)
+        spent[owner.get(name, "unattributed")] += event["dur"] * 1e-6
+    spent["total"] = sum(spent.values())
+    return {name: seconds / iterations for name, seconds in spent.items() if seconds > 0 or name == "total"}
 
 
 def _head_modes(
@@ -321,16 +372,20 @@ def _compare_heads(
         "ratio_to_encoder_cls": {mode: round(v / per_batch["encoder_cls"], 3) for mode, v in per_batch.items()},
         "gated_in": {g: float(passed[f"{g}_gated_in"].float().mean()) for g in ("det", "seg")},
     }
-    if backend != "eager":
+    if backend == "torchscript":
         return report
-    modules = _module_seconds(network, image, iterations)
+    if backend == "onnxruntime":
+        modules = _onnx_module_seconds(network, image, iterations, threads)
+    else:
+        modules = _module_seconds(network, image, iterations)
     total = modules.pop("total")
-    return {
-        **report,
-        "module_ms_per_batch": {name: round(1000 * v, 1) for name, v in modules.items()},
+    report.update({
+        "module_ms_per_batch": {name: round(1000 * v, 2) for name, v in modules.items()},
         "module_share_of_all_heads": {name: round(v / total, 3) for name, v in modules.items()},  # of that pass
-        "decisions_ms_per_batch": round(1000 * _decision_seconds(network, detector, image, iterations), 1),
-    }
+    })
+    if backend == "eager":
+        report["decisions_ms_per_batch"] = round(1000 * _decision_seconds(network, detector, image, iterations), 1)
+    return report
 
 
 def benchmark_heads(
@@ -357,14 +412,19 @@ def benchmark_heads(
 
 def benchmark_tasks(
     sizes: tuple[int, ...], batch_size: int, iterations: int, backbone: str, device: str,
-    network_args: dict[str, Any], backend: str = "eager",
+    network_args: dict[str, Any], backend: str = "eager", rounds: int = 1,
 ) -> list[dict]:
     """One row per image size: one multi-task pass vs three single-task models (see the module docstring), all
-    built with ``network_args`` and run by ``backend``."""
+    built with ``network_args`` and run by ``backend``; ``rounds`` alternating pairs of child processes, images/s
+    from each variant's median round (drift of the machine's speed then hits both alike), peak memory the largest."""
     rows = []
     for size in sizes:
-        multi = _run_child("multitask", size, batch_size, iterations, backbone, device, network_args, backend)
-        single = _run_child("single", size, batch_size, iterations, backbone, device, network_args, backend)
+        runs: dict[str, list[dict]] = {"multitask": [], "single": []}
+        for _ in range(rounds):
+            for variant, results in runs.items():
+                results.append(_run_child(variant, size, batch_size, iterations, backbone, device, network_args, backend))
+        multi, single = ({"images_per_s": statistics.median(r["images_per_s"] for r in results),
+                          "peak_mib": max(r["peak_mib"] for r in results)} for results in runs.values())
         row = {
             "size": size,
             "backbone": backbone,
@@ -375,6 +435,7 @@ def benchmark_tasks(
             "multitask_images_per_s": round(multi["images_per_s"], 2),
             "three_single_task_images_per_s": round(single["images_per_s"], 2),
             "throughput_ratio": round(multi["images_per_s"] / single["images_per_s"], 2),
+            "round_ratios": [round(m["images_per_s"] / s["images_per_s"], 2) for m, s in zip(*runs.values())],
             "multitask_peak_mib": round(multi["peak_mib"], 1),
             "three_single_task_peak_mib": round(single["peak_mib"], 1),
         }
@@ -435,7 +496,8 @@ def benchmark(
     """Print one JSON row per image size (and write them all to ``output``).
 
     Args:
-        compare: ``tasks`` (multi-task vs three single-task models, on ``device``), ``runtimes`` (eager vs
+        compare: ``tasks`` (multi-task vs three single-task models, on ``device``, ``rounds`` alternating pairs of
+            child processes), ``runtimes`` (eager vs
             TorchScript vs ONNX Runtime, CPU, ``rounds`` interleaved timed blocks, ``threads`` intra-op threads
             for PyTorch and ONNX Runtime alike, default PyTorch's) or ``heads`` (the heads' cost over the
             encoder, gated inference and the per-module breakdown, CPU, ``rounds`` and ``threads`` likewise) or
@@ -444,11 +506,12 @@ def benchmark(
             detector ``{"seg_output_stride": 1, "seg_skip_channels": None, "seg_channels": [128, 64, 32, 16, 8],
             "det_subnet_depth": 4}``.
         backend: what runs ``heads`` and ``tasks``: ``eager`` (with the per-module breakdown), ``torchscript`` or
-            ``onnxruntime`` (the gated export, and for the floor and the single-task models graphs of those heads).
+            ``onnxruntime`` (the gated export, and for the floor, the single-task models and the per-module
+            breakdown graphs of those heads).
     """
     args = {**default_network_args(), **(network_args or {})}
     if compare == "tasks":
-        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, args, backend)
+        rows = benchmark_tasks(sizes, batch_size, iterations, backbone, device, args, backend, rounds)
     elif compare == "runtimes":
         rows = benchmark_runtimes(sizes, batch_size, iterations, rounds, backbone, threads, args)
     elif compare == "heads":
