@@ -57,10 +57,12 @@ def test_training_writes_checkpoint_and_events(trained: dict[str, Path]) -> None
 
 
 def test_evaluate_prints_head_metrics(trained: dict[str, Path]) -> None:
+    # heads other than the model file's in the config (as an older default would be): the file's network is built
     result = _bundle(
         "run", "evaluating", "--config_file", "['configs/train.json','configs/evaluate.json']",
         "--datalist_file", str(trained["datalist"]), "--ckpt_dir", str(trained["ckpt"]),
-        "--output_dir", str(trained["eval"]), *TINY,
+        "--output_dir", str(trained["eval"]), "--network_def#fpn_channels", "16", "--network_def#seg_skip_channels",
+        "48", *TINY,
     )
     for name in ("val_auroc", "val_dice", "val_map", "val_mean"):
         assert f"'{name}'" in result.stdout

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bundle.packaging import read_package
+
 from .test_bundle_commands import _bundle
 
 SMALL = ["--image_size", "[64,64]", "--batch_size", "8", "--network_def#backbone", "resnet18"]
@@ -82,3 +84,7 @@ def test_transfer_swaps_classifier_and_keeps_encoder(
     for key in pre:
         if key.startswith(("encoder.", "cls_head.feats.")) and "num_batches_tracked" not in key:
             torch.testing.assert_close(warm[key], pre[key], msg=f"{key} changed during the frozen warm-up")
+    # the model file describes the network it holds (two classes), so inference and evaluation rebuild it
+    package = read_package(tmp_path / "out" / "model.pt")
+    assert package.network_args["num_classes"] == 2 and package.policy.class_names == ("Pneumonia", "Other")
+    package.network().load_state_dict(torch.load(tmp_path / "out" / "model.pt", weights_only=True)["model"])
