@@ -4,9 +4,9 @@
 single-task model has its own encoder (same backbone) and one head, as three separately trained networks
 would. Every variant runs in a fresh child process so its peak memory is its own: peak resident memory on
 CPU, peak allocated CUDA memory on GPU. The two variants alternate for ``rounds`` rounds and each reports its
-median round, so that the machine's drift in speed does not fall on one of them. ``--backend torchscript`` scripts every model; ``--backend onnxruntime``
-(CPU) runs the multi-task model's gated export with every image passing (all heads) and each single-task model as
-an ONNX graph of its one head.
+median round, so that the machine's drift in speed does not fall on one of them. ``--backend torchscript``
+scripts every model; ``--backend onnxruntime`` (CPU) runs the multi-task model's gated export with every image
+passing (all heads) and each single-task model as an ONNX graph of its one head.
 
 ``--compare runtimes``: eager PyTorch versus TorchScript versus ONNX Runtime (``bundle.runtimes``) on the CPU,
 all heads and gated, for one random-initialised network. The backends take turns: ``rounds`` timed blocks of
@@ -26,7 +26,7 @@ Every comparison builds the bundle's default network, ``configs/train.json``'s `
 with ``--network_args`` over it; each row records the arguments it ran with.
 
     python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 5
-    python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 3 --rounds 3 --backend onnxruntime
+    python scripts/benchmark.py --sizes "[256,512]" --batch_size 4 --iterations 10 --rounds 3 --backend onnxruntime
     python scripts/benchmark.py --compare runtimes --sizes "[256,512]" --batch_size 2 --iterations 2 --rounds 3
     python scripts/benchmark.py --compare heads --sizes "[256,512]" --batch_size 4 --iterations 2 --rounds 3
     python scripts/benchmark.py --compare train --sizes "[128]" --batch_size 16 --iterations 3
@@ -336,7 +336,8 @@ def _head_modes(
         return {"encoder_cls": lambda: scripted(image, ["cls"]), "all_heads": lambda: scripted(image),
                 "gated": lambda: scripted.forward_gated(image, det_t, seg_t)}
     if backend == "onnxruntime":
-        encoder_cls, heads = _tasks_onnx(network, ["cls"], threads), load_backend(backend, network=network, threads=threads)
+        encoder_cls = _tasks_onnx(network, ["cls"], threads)
+        heads = load_backend(backend, network=network, threads=threads)
         return {"encoder_cls": lambda: encoder_cls(image), "all_heads": lambda: heads(image),
                 "gated": lambda: heads.forward_gated(image, det_t, seg_t)}
     raise SystemExit(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
