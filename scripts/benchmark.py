@@ -423,7 +423,8 @@ def benchmark_tasks(
         runs: dict[str, list[dict]] = {"multitask": [], "single": []}
         for _ in range(rounds):
             for variant, results in runs.items():
-                results.append(_run_child(variant, size, batch_size, iterations, backbone, device, network_args, backend))
+                args = (variant, size, batch_size, iterations, backbone, device, network_args, backend)
+                results.append(_run_child(*args))
         multi, single = ({"images_per_s": statistics.median(r["images_per_s"] for r in results),
                           "peak_mib": max(r["peak_mib"] for r in results)} for results in runs.values())
         row = {
