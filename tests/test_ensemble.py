@@ -116,7 +116,7 @@ def test_explain_refuses_an_ensemble(ensemble: MultiCheXNetEnsemble) -> None:
         FolderInferenceEvaluator(torch.device("cpu"), [], ensemble, detector=CheXDetector(), explain=True)
 
 
-@pytest.mark.parametrize(("overlays", "members"), [(("lung",), 2), (("lung", "semi_supervised"), 1),
+@pytest.mark.parametrize(("overlays", "members"), [(("lung",), 3), (("lung", "semi_supervised"), 1),
                                                    (("lung", "kltv_appau"), 1)])
 def test_lung_recipe_trains_an_ensemble_and_its_one_network_overlays_do_not(
     tmp_path: Path, overlays: tuple[str, ...], members: int

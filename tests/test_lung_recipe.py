@@ -91,7 +91,7 @@ def test_checkpoint_folder_alone_is_enough_for_inference_and_anatomy_is_never_ga
     package = read_package(ckpt / "model.pt")
     assert dict(package.policy.tasks) == LUNG["tasks"] and package.policy.mask.keep_largest == 2
     assert package.network_args["backbone"] == LUNG["network_def#backbone"]
-    assert package.network_args["members"] == LUNG["ensemble_members"] == 2  # the file rebuilds the ensemble
+    assert package.network_args["members"] == LUNG["ensemble_members"] == 3  # the file rebuilds the ensemble
     checkpoint = read_checkpoint(ckpt / "model.pt")  # shut every member's seg gate, make its seg head say "lung"
     weights = dict(checkpoint["model"])
     for key in weights:
