@@ -110,5 +110,7 @@ def test_crossval_only_runs_its_folds_and_a_later_pass_pools_every_fold(tmp_path
     calls.clear()
     lung_crossval.main(str(datalist), str(out), folds=5, train=False)
     assert [kind for kind, _ in calls] == ["inference"] * 5  # scored again, none retrained
-    pooled = json.loads((out / "crossval.json").read_text())["pooled"]
+    summary = json.loads((out / "crossval.json").read_text())
+    assert [f["training_s"] for f in summary["folds"]] == [None, 1.0, None, 1.0, None]  # as the trainings recorded
+    pooled = summary["pooled"]
     assert pooled["images"] == 10 and pooled["patients"] == 10 and pooled["dice"]["value"] == pytest.approx(1.0)
