@@ -1,6 +1,5 @@
 """Losses of the multi-task bundle."""
 
-from .boundary import DistanceWeightedDiceBCELoss, distance_outside
 from .consistency import SegConsistencyLoss
 from .contrastive import ContrastiveLoss, label_groups
 from .ensemble import EnsembleLoss
@@ -11,7 +10,6 @@ from .saliency import SaliencyLoss
 from .teacher_forcing import TeacherForcing
 
 __all__ = [
-    "ContrastiveLoss", "DEFAULT_WEIGHTS", "DiceBCELoss", "DistanceWeightedDiceBCELoss", "EnsembleLoss", "FixMatchLoss",
-    "KLTVLoss", "MultiTaskLoss", "SaliencyLoss", "SegConsistencyLoss", "TeacherForcing", "bernoulli_kl",
-    "confident_targets", "distance_outside", "label_groups",
+    "ContrastiveLoss", "DEFAULT_WEIGHTS", "DiceBCELoss", "EnsembleLoss", "FixMatchLoss", "KLTVLoss",
+    "MultiTaskLoss", "SaliencyLoss", "SegConsistencyLoss", "TeacherForcing", "bernoulli_kl", "confident_targets", "label_groups",
 ]
