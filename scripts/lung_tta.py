@@ -1,11 +1,13 @@
-"""Test-time augmentation check for a lung cross-validation fold: Dice with and without averaging the mask
-probabilities over small scalings or shifts of the input, each mapped back before averaging.
+"""Test-time augmentation and mask-threshold check for a lung cross-validation fold: Dice with and without
+averaging the mask probabilities over small scalings or shifts of the input, each mapped back before averaging,
+and of the plain probabilities at other mask thresholds.
 
 Every variant goes through ``run inference``'s decision (``bundle.decisions.decide`` under the model's policy:
 gate, bilinear resize to the image's size, threshold, mask post-processing) with the averaged probability in place
 of the network's, so the plain variant reproduces ``run inference``'s masks.
 
     python scripts/lung_tta.py cv/lung/fold_4
+    python scripts/lung_tta.py cv/lung/fold_4 --thresholds "[0.3, 0.4, 0.6]"
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def _probability(network: torch.nn.Module, image: torch.Tensor, warps: list[tupl
     return torch.stack(probs).mean(0)
 
 
-def main(fold_dir: str, threads: int = 1) -> None:
+def main(fold_dir: str, threads: int = 1, thresholds: tuple[float, ...] = ()) -> None:
     """Print, per variant, the mean Dice and the images with mask pixels below the lungs over the
-    fold's masked test images (``fold_dir`` as written by ``scripts/lung_crossval.py``)."""
+    fold's masked test images (``fold_dir`` as written by ``scripts/lung_crossval.py``); each of ``thresholds``
+    adds a variant ``threshold_<t>``: the plain probabilities decided at mask threshold ``t``."""
     torch.set_num_threads(threads)
     fold = Path(fold_dir)
     model = fold / "model" / "model.pt"
@@ -70,7 +73,8 @@ def main(fold_dir: str, threads: int = 1) -> None:
     network.eval()
     policy = package.policy
     entries = [e for e in json.loads((fold / "datalist.json").read_text())["testing"] if "mask" in e]
-    scores: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    at = {f"threshold_{t}": policy.override(mask_threshold=t, reason="threshold check") for t in thresholds}
+    scores: dict[str, list[dict]] = {name: [] for name in [*VARIANTS, *at]}
     for entry in entries:
         image = load_cxr(entry["image"])
         small = Resize(spatial_size=policy.image_size, mode="area")(image).as_tensor()[None].float()
@@ -82,6 +86,9 @@ def main(fold_dir: str, threads: int = 1) -> None:
             one = image_heads({**heads, "seg": torch.logit(prob)}, 0)
             mask = decide(one, policy, tuple(image.shape[1:])).mask
             scores[name].append(score_image(mask.T, truth))  # (W, H) -> (rows, columns)
+        plain = image_heads(heads, 0)
+        for name, other in at.items():
+            scores[name].append(score_image(decide(plain, other, tuple(image.shape[1:])).mask.T, truth))
     summary = {
         name: {"dice_mean": round(float(np.mean([s["dice"] for s in rows])), 4),
                "images_with_pixels_below_lungs": sum(s["pixels_below_lungs"] > 0 for s in rows),

@@ -138,7 +138,8 @@ def test_short_lung_run_on_real_masks_moves_dice(tmp_path: Path) -> None:
 @pytest.mark.skipif(not COVID.is_dir(), reason=f"real samples not found at {COVID}")
 def test_lung_tta_plain_variant_reproduces_run_inference(tmp_path: Path) -> None:
     """``scripts/lung_tta.py``'s plain variant gives the Dice that ``run inference`` + ``lung_report`` give, on real
-    COVID images and masks, with a random-initialised lung package (no training needed for the equality)."""
+    COVID images and masks, with a random-initialised lung package (no training needed for the equality); its
+    threshold variants move the masks with the threshold."""
     fold = tmp_path / "fold"
     torch.manual_seed(0)
     network = MultiCheXNet(backbone="efficientnet-b0", num_anchors=CheXDetector().num_anchors)
@@ -161,9 +162,13 @@ def test_lung_tta_plain_variant_reproduces_run_inference(tmp_path: Path) -> None
     from lung_report import collect_cases
 
     inferred = [c["dice"] for c in collect_cases(str(fold / "datalist.json"), str(fold / "predictions"))]
-    result = _run("scripts/lung_tta.py", str(fold))
-    plain = json.loads(result.stdout.strip().splitlines()[-1])["plain"]["dice"]
+    result = _run("scripts/lung_tta.py", str(fold), "--thresholds", "[0.5, 0.3]")
+    variants = json.loads(result.stdout.strip().splitlines()[-1])
+    plain = variants["plain"]["dice"]
     # a random model's logits crowd the threshold, where float noise between the batched and the single-image
     # pass flips a few pixels (on a trained fold model the two agree to 4 decimals, docs/results/lung.md)
     assert plain == pytest.approx([round(d, 3) for d in inferred], abs=5e-3)
     assert len(set(plain)) > 1  # the random model's masks differ between images: the comparison is not vacuous
+    # the threshold variants decide the same probabilities at another mask threshold: 0.5 is the policy's own
+    assert variants["threshold_0.5"]["dice"] == pytest.approx(plain, abs=5e-3)
+    assert variants["threshold_0.3"]["dice"] != variants["threshold_0.5"]["dice"]
