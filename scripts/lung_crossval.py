@@ -79,8 +79,8 @@ def main(
         configs: the recipe's config files, in order.
         overrides: extra ``--key value`` pairs for ``run training`` (e.g. ``{"epochs": 12}``).
         train: False scores each fold's model already in ``output_dir`` again (e.g. with other
-            ``inference_overrides``) without training; a fold's ``training_s`` is then the one its training
-            recorded (``fold_<i>/training.json``), None without a record.
+            ``inference_overrides``) without training; a fold's ``training_s`` and ``training_overrides`` are
+            always those its training recorded (``fold_<i>/training.json``), None without a record.
         inference_overrides: extra ``--key value`` pairs for ``run inference`` (e.g.
             ``{"mask_postprocessing": "{'neck_fraction': 0}"}``).
         tag: names the predictions folders (``predictions_<tag>``) and the summary folder of this scoring.
@@ -108,14 +108,14 @@ def main(
         fold_list = fold_dir / "datalist.json"
         fold_list.write_text(json.dumps(content, indent=1))
         model = fold_dir / "model"
-        record = fold_dir / "training.json"  # the training's wall time, for a later scoring pass to report
+        record = fold_dir / "training.json"  # how the fold's model was trained, for a later scoring pass to report
         if train:
             train_s = round(run_logged(bundle + ["training", "--config_file", config, "--datalist_file",
                                                  str(fold_list), "--ckpt_dir", str(model), "--output_dir",
                                                  str(fold_dir / "train"), *extra], fold_dir / "training.log"), 1)
-            record.write_text(json.dumps({"training_s": train_s, "overrides": overrides or {}}))
-        else:
-            train_s = json.loads(record.read_text())["training_s"] if record.is_file() else None
+            record.write_text(json.dumps({"training_s": train_s, "training_overrides": overrides or {}}))
+        unrecorded = {"training_s": None, "training_overrides": None}
+        trained = json.loads(record.read_text()) if record.is_file() else unrecorded
         predictions = fold_dir / ("predictions_" + tag if tag else "predictions")
         infer_s = run_logged(bundle + ["inference", "--config_file", str(Path("configs/inference.json").resolve()),
                                        "--ckpt_dir", str(model), "--input_dir", str(images), "--output_dir",
@@ -131,7 +131,7 @@ def main(
                          "training_images_with_mask": sum("mask" in e for e in content["training"]),
                          "validation_images_with_mask": sum("mask" in e for e in content["validation"]),
                          "dice_mean": float(np.mean(dice)), "dice_min": float(np.min(dice)),
-                         "training_s": train_s, "inference_s": round(infer_s, 1)})
+                         **trained, "inference_s": round(infer_s, 1)})
         print(json.dumps(per_fold[-1]))
     summary = summarise(pooled, str(summary_dir), worst)
     (summary_dir / "crossval.json").write_text(json.dumps({

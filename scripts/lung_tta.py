@@ -60,7 +60,7 @@ def _probability(network: torch.nn.Module, image: torch.Tensor, warps: list[tupl
     return torch.stack(probs).mean(0)
 
 
-def main(fold_dir: str, threads: int = 1, thresholds: tuple[float, ...] = ()) -> None:
+def main(fold_dir: str, threads: int = 1, thresholds: float | tuple[float, ...] = ()) -> None:
     """Print, per variant, the mean Dice and the images with mask pixels below the lungs over the
     fold's masked test images (``fold_dir`` as written by ``scripts/lung_crossval.py``); each of ``thresholds``
     adds a variant ``threshold_<t>``: the plain probabilities decided at mask threshold ``t``."""
@@ -73,8 +73,10 @@ def main(fold_dir: str, threads: int = 1, thresholds: tuple[float, ...] = ()) ->
     network.eval()
     policy = package.policy
     entries = [e for e in json.loads((fold / "datalist.json").read_text())["testing"] if "mask" in e]
-    at = {f"threshold_{t}": policy.override(mask_threshold=t, reason="threshold check") for t in thresholds}
-    scores: dict[str, list[dict]] = {name: [] for name in [*VARIANTS, *at]}
+    if isinstance(thresholds, (int, float)):  # ``--thresholds 0.4``: fire passes one number
+        thresholds = (thresholds,)
+    thresholded = {f"threshold_{t}": policy.override(mask_threshold=t, reason="threshold check") for t in thresholds}
+    scores: dict[str, list[dict]] = {name: [] for name in [*VARIANTS, *thresholded]}
     for entry in entries:
         image = load_cxr(entry["image"])
         small = Resize(spatial_size=policy.image_size, mode="area")(image).as_tensor()[None].float()
@@ -87,7 +89,7 @@ def main(fold_dir: str, threads: int = 1, thresholds: tuple[float, ...] = ()) ->
             mask = decide(one, policy, tuple(image.shape[1:])).mask
             scores[name].append(score_image(mask.T, truth))  # (W, H) -> (rows, columns)
         plain = image_heads(heads, 0)
-        for name, other in at.items():
+        for name, other in thresholded.items():
             scores[name].append(score_image(decide(plain, other, tuple(image.shape[1:])).mask.T, truth))
     summary = {
         name: {"dice_mean": round(float(np.mean([s["dice"] for s in rows])), 4),

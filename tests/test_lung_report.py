@@ -102,7 +102,7 @@ def test_crossval_only_runs_its_folds_and_a_later_pass_pools_every_fold(tmp_path
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr(lung_crossval, "run_logged", _fake_runs(calls))
     out = tmp_path / "cv"
-    lung_crossval.main(str(datalist), str(out), folds=5, only=[1, 3])
+    lung_crossval.main(str(datalist), str(out), folds=5, only=[1, 3], overrides={"seed": 1})
     assert calls == [("training", "fold_1"), ("inference", "fold_1"), ("training", "fold_3"), ("inference", "fold_3")]
     partial = json.loads((out / "folds_1_3" / "crossval.json").read_text())
     assert [f["fold"] for f in partial["folds"]] == [1, 3] and partial["pooled"]["images"] == 4
@@ -112,5 +112,6 @@ def test_crossval_only_runs_its_folds_and_a_later_pass_pools_every_fold(tmp_path
     assert [kind for kind, _ in calls] == ["inference"] * 5  # scored again, none retrained
     summary = json.loads((out / "crossval.json").read_text())
     assert [f["training_s"] for f in summary["folds"]] == [None, 1.0, None, 1.0, None]  # as the trainings recorded
+    assert [f["training_overrides"] for f in summary["folds"]] == [None, {"seed": 1}, None, {"seed": 1}, None]
     pooled = summary["pooled"]
     assert pooled["images"] == 10 and pooled["patients"] == 10 and pooled["dice"]["value"] == pytest.approx(1.0)
